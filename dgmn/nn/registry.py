@@ -8,12 +8,16 @@ module does not import the others.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 CONTEXT_MODULES: dict[str, str] = {
     "dgmn": "dgmn.nn.dgmn:DGMN",
+    "dgmn_da": "dgmn.nn.dgmn_variants:dgmn_da",
+    "dgmn_da_dw": "dgmn.nn.dgmn_variants:dgmn_da_dw",
+    "dgmn_da_dw_ds": "dgmn.nn.dgmn_variants:dgmn_da_dw_ds",
     "deformable_message_passing": "dgmn.nn.deform_mp:DeformableMessagePassing",
     "nonlocal": "dgmn.nn.non_local:NonLocal2d",
     "aspp": "dgmn.nn.aspp:ASPP",
@@ -24,8 +28,8 @@ CONTEXT_MODULES: dict[str, str] = {
 }
 
 
-def context_module_class(name: str) -> type[nn.Module]:
-    """Return the class registered under ``name``; ``ValueError`` naming it if unknown."""
+def context_module_class(name: str) -> Callable[..., nn.Module]:
+    """Return the class (or builder) registered under ``name``; ``ValueError`` if unknown."""
     try:
         target = CONTEXT_MODULES[name]
     except KeyError:
