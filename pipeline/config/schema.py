@@ -1,0 +1,205 @@
+"""Dataclass schemas of the Hydra config (``conf/``): types, allowed values, cross-field rules.
+
+A composed config is merged onto :class:`PipelineConfig` with OmegaConf (wrong types and
+unknown keys fail naming the key), then instantiated, which runs every ``__post_init__``
+check (bad values fail naming the key and value). Both happen at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.common.errors import StageError
+
+SYNTHETIC_DATASETS = {"cityscapes": "synthetic_cityscapes", "coco2017": "synthetic_coco"}
+TASKS = {"cityscapes": "segmentation", "coco2017": "detection"}
+
+
+class ConfigError(StageError):
+    """A config value that cannot work; the message names the key and the value."""
+
+
+def _require(condition: bool, key: str, value: Any, rule: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key {key}={value!r}: {rule}")
+
+
+@dataclass
+class ExperimentMeta:
+    """Which paper table row an experiment reproduces."""
+
+    name: str = "???"
+    table: str = "???"
+    row: int = 0
+    label: str = ""
+    alias_of: str | None = None
+
+
+@dataclass
+class DataSettings:
+    task: str = "segmentation"
+    name: str = "cityscapes"
+    source: str = "real"
+    num_classes: int = 19
+    ignore_index: int = 255
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] = field(default_factory=lambda: [769, 769])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    val_max_images: int | None = None
+    loader_workers: int = 4
+    min_size: int = 800
+    max_size: int = 1333
+
+    def __post_init__(self) -> None:
+        _require(self.name in TASKS, "data.name", self.name, f"must be one of {sorted(TASKS)}")
+        _require(self.task == TASKS[self.name], "data.task", self.task,
+                 f"dataset {self.name} is for {TASKS[self.name]}")
+        _require(self.source in ("real", "synthetic"), "data.source", self.source,
+                 "must be 'real' or 'synthetic'")
+        _require(self.num_classes > 0, "data.num_classes", self.num_classes, "must be > 0")
+        _require(len(self.crop_size) == 2 and min(self.crop_size) > 0, "data.crop_size",
+                 self.crop_size, "must be two positive sizes [H, W]")
+        _require(len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
+                 "data.scale_range", self.scale_range, "must be [low, high] with 0 < low <= high")
+        _require(self.val_max_images is None or self.val_max_images > 0, "data.val_max_images",
+                 self.val_max_images, "must be null or > 0")
+        _require(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
+        _require(0 < self.min_size <= self.max_size, "data.min_size", self.min_size,
+                 f"must be in (0, data.max_size={self.max_size}]")
+
+    @property
+    def dataset(self) -> str:
+        """Directory name under data/raw and data/processed (e.g. ``synthetic_cityscapes``)."""
+        return SYNTHETIC_DATASETS[self.name] if self.source == "synthetic" else self.name
+
+
+@dataclass
+class ScheduleSettings:
+    iterations: int = 40000
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    policy: str = "poly"
+    power: float = 0.9
+    warmup_iters: int = 0
+    warmup_factor: float = 1.0
+    lr_steps: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
+    ohem: bool = False
+    ohem_threshold: float = 0.7
+    ohem_min_kept: int = 100000
+    amp: bool = True
+    sync_bn: bool = True
+    val_every: int = 4000
+    checkpoint_every: int = 2000
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "batch_size", "val_every", "checkpoint_every", "log_every"):
+            value = getattr(self, key)
+            _require(value > 0, f"schedule.{key}", value, "must be > 0")
+        _require(self.lr > 0, "schedule.lr", self.lr, "must be > 0")
+        _require(self.policy in ("poly", "step"), "schedule.policy", self.policy,
+                 "must be 'poly' or 'step'")
+        _require(0 <= self.warmup_iters < self.iterations, "schedule.warmup_iters",
+                 self.warmup_iters, f"must be in [0, schedule.iterations={self.iterations})")
+        _require(0 < self.warmup_factor <= 1, "schedule.warmup_factor", self.warmup_factor,
+                 "must be in (0, 1]")
+        _require(list(self.lr_steps) == sorted(self.lr_steps), "schedule.lr_steps",
+                 self.lr_steps, "must be increasing")
+
+
+@dataclass
+class ScalingSettings:
+    address: str | None = None
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 2
+    ray_num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.num_workers > 0, "scaling.num_workers", self.num_workers, "must be > 0")
+        _require(self.cpus_per_worker >= 0, "scaling.cpus_per_worker", self.cpus_per_worker,
+                 "must be >= 0")
+        _require(self.max_failures >= -1, "scaling.max_failures", self.max_failures,
+                 "must be >= -1 (-1 = retry forever)")
+
+
+@dataclass
+class TrackingSettings:
+    uri: str | None = None
+    experiment: str = "dgmn"
+    enabled: bool = True
+
+
+@dataclass
+class TuneSettings:
+    base_experiment: str = "table1/dgmn_da_dw_ds"
+    rates: list[list[int]] = field(default_factory=lambda: [[1]])
+    groups: list[int] = field(default_factory=lambda: [4])
+    scheduler: str = "grid"
+    metric: str = "miou"
+    mode: str = "max"
+    max_concurrent_trials: int = 1
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        _require(len(self.rates) > 0, "tune.rates", self.rates, "must list at least one φ")
+        for rates in self.rates:
+            _require(len(rates) > 0 and all(r > 0 for r in rates), "tune.rates", rates,
+                     "every φ must be a non-empty list of positive rates")
+        _require(len(self.groups) > 0 and all(g > 0 for g in self.groups), "tune.groups",
+                 self.groups, "must be a non-empty list of positive group counts")
+        _require(self.scheduler in ("grid", "asha"), "tune.scheduler", self.scheduler,
+                 "must be 'grid' or 'asha'")
+        _require(self.mode in ("max", "min"), "tune.mode", self.mode, "must be 'max' or 'min'")
+        _require(self.max_concurrent_trials > 0, "tune.max_concurrent_trials",
+                 self.max_concurrent_trials, "must be > 0")
+
+
+@dataclass
+class PathSettings:
+    raw: str = "data/raw"
+    processed: str = "data/processed"
+    runs: str = "runs"
+    ray_storage: str = ".ray_storage"
+
+
+@dataclass
+class PipelineConfig:
+    """The whole composed config (``conf/config.yaml`` with its groups)."""
+
+    seed: int = 0
+    profile: str = "default"
+    paths: PathSettings = field(default_factory=PathSettings)
+    experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
+    data: DataSettings = field(default_factory=DataSettings)
+    model: dict[str, Any] = field(default_factory=dict)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+
+    def __post_init__(self) -> None:
+        _require("name" in self.model, "model.name", None, "every model config needs a name")
+        _require(self.schedule.batch_size % self.scaling.num_workers == 0,
+                 "schedule.batch_size", self.schedule.batch_size,
+                 f"must be divisible by scaling.num_workers={self.scaling.num_workers}")
+        if self.data.task == "segmentation":
+            _require(self.model["name"] == "dilated_fcn", "model.name", self.model["name"],
+                     "segmentation data needs a segmentation model (dilated_fcn)")
+        else:
+            _require(self.model["name"] == "mask_rcnn", "model.name", self.model["name"],
+                     "detection data needs a detection model (mask_rcnn)")
+
+    @property
+    def run_name(self) -> str:
+        """Stable name of this experiment's training run (resume key, output folder)."""
+        return f"{self.experiment.name.replace('/', '-')}-{self.profile}"
