@@ -1,0 +1,7 @@
+"""The one error type of :mod:`dgmn.data`."""
+
+
+class DatasetError(ValueError):
+    """Bad dataset input. The message names the file (or JSON key) at fault and the problem, e.g.
+    ``"…/aachen_000000_000019_gtFine_labelIds.png: label id 57 is not in the Cityscapes table"``.
+    """
