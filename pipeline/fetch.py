@@ -1,0 +1,379 @@
+"""Stage ``fetch``: materialise a dataset root in its official layout.
+
+Datasets:
+
+- ``synthetic_cityscapes`` (default), ``synthetic_coco``: generated from a seed
+  (:mod:`pipeline.synthetic`), a few seconds on a CPU.
+- ``cityscapes``: ``gtFine_trainvaltest.zip`` and ``leftImg8bit_trainvaltest.zip``, taken from
+  ``archives_dir`` when already there, else downloaded with cityscapesscripts' downloader. The
+  login comes from ``CITYSCAPES_USERNAME``/``CITYSCAPES_PASSWORD`` or from cityscapesscripts' own
+  credentials file; credentials never enter the config, the logs or any output.
+- ``coco2017``: ``train2017.zip``, ``val2017.zip``, ``annotations_trainval2017.zip`` from the
+  official host (or ``mirror``), resumed when cut short, checked by size and MD5.
+
+Every archive is checked against ``pipeline/checksums.yaml``; extraction refuses unsafe members
+and happens in ``<root>.tmp-XXXX``, renamed to ``root`` only when complete. ``root/fetch_info.json``
+records what was fetched; a second run with the same request does nothing.
+
+Usage::
+
+    python -m pipeline.fetch --dataset synthetic_cityscapes --root data/raw/synthetic_cityscapes
+    python -m pipeline.fetch --dataset synthetic_coco --seed 1 --num-train 32 --set max_side=256
+    python -m pipeline.fetch --dataset coco2017 --archives-dir /big/disk/coco_zips
+    python -m pipeline.fetch --dataset cityscapes --archives-dir ~/Downloads --no-download
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.common.archive import extract_zip
+from pipeline.common.config import apply_overrides, to_jsonable
+from pipeline.common.download import download, verify_file
+from pipeline.common.errors import StageError, run_stage
+from pipeline.common.fs import atomic_directory, atomic_write_json
+from pipeline.synthetic import (
+    SyntheticCityscapesConfig,
+    SyntheticCocoConfig,
+    generate_cityscapes,
+    generate_coco,
+)
+
+log = logging.getLogger("pipeline.fetch")
+
+DATASETS = ("synthetic_cityscapes", "synthetic_coco", "cityscapes", "coco2017")
+DEFAULT_CHECKSUMS = Path(__file__).with_name("checksums.yaml")
+FETCH_INFO = "fetch_info.json"
+#: bump when the synthetic rule or writers change, so stale generated roots are rebuilt
+SYNTHETIC_VERSION = 1
+CREDENTIAL_ENV = ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD")
+
+
+@dataclass
+class FetchConfig:
+    """What ``fetch`` materialises. Paths default to ``data/raw/<dataset>`` and
+    ``data/archives/<dataset>`` (relative to the working directory)."""
+
+    dataset: str = "synthetic_cityscapes"
+    root: Path | None = None
+    archives_dir: Path | None = None
+    download: bool = True  # False: archives must already be in archives_dir
+    mirror: str | None = None  # replaces the official host (coco2017), e.g. a local mirror
+    keep_archives: bool = True
+    force: bool = False  # rebuild even if root/fetch_info.json matches
+    progress: bool = True
+    retries: int = 3
+    retry_wait: float = 2.0
+    timeout: float = 60.0
+    checksums: Path | None = None  # default: pipeline/checksums.yaml
+    synthetic_cityscapes: SyntheticCityscapesConfig = field(
+        default_factory=SyntheticCityscapesConfig)
+    synthetic_coco: SyntheticCocoConfig = field(default_factory=SyntheticCocoConfig)
+
+    def resolved_root(self) -> Path:
+        return Path(self.root) if self.root is not None else Path("data/raw") / self.dataset
+
+    def resolved_archives_dir(self) -> Path:
+        if self.archives_dir is not None:
+            return Path(self.archives_dir).expanduser()
+        return Path("data/archives") / self.dataset
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def load_checksums(path: str | os.PathLike, dataset: str) -> dict[str, Any]:
+    """The ``dataset`` section of a checksums YAML, checked for the fields fetch needs."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise StageError(f"{path}: cannot read checksums ({exc})") from None
+    section = data.get(dataset) if isinstance(data, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("archives"), list):
+        raise StageError(f"{path}: no '{dataset}.archives' list")
+    if not isinstance(section.get("host"), str):
+        raise StageError(f"{path}: no '{dataset}.host'")
+    for i, entry in enumerate(section["archives"]):
+        where = f"{path}: {dataset}.archives[{i}]"
+        if not isinstance(entry, dict):
+            raise StageError(f"{where}: expected a mapping")
+        for key in ("name", "md5", "provides"):
+            if key not in entry:
+                raise StageError(f"{where}: missing key {key!r}")
+        md5 = str(entry["md5"])
+        if len(md5) != 32 or any(c not in "0123456789abcdefABCDEF" for c in md5):
+            raise StageError(f"{where}.md5: {md5!r} is not an MD5 hex digest")
+        if entry.get("bytes") is not None and not isinstance(entry["bytes"], int):
+            raise StageError(f"{where}.bytes: expected an integer or null")
+    return section
+
+
+# --------------------------------------------------------------------------- real datasets
+
+
+def _local_archive(path: Path, entry: dict[str, Any]) -> bool:
+    """True if ``path`` holds the archive; raise if it exists but is not the published one."""
+    if not path.is_file():
+        return False
+    problem = verify_file(path, size=entry.get("bytes"), md5=entry["md5"])
+    if problem is not None:
+        raise StageError(f"{path}: {problem} (published value in checksums)")
+    return True
+
+
+def _coco_archives(cfg: FetchConfig, section: dict[str, Any]) -> list[Path]:
+    archives_dir = cfg.resolved_archives_dir()
+    host = (cfg.mirror or section["host"]).rstrip("/")
+    paths = []
+    for entry in section["archives"]:
+        dest = archives_dir / entry["name"]
+        if not cfg.download:
+            if not _local_archive(dest, entry):
+                raise StageError(f"{dest}: archive not found (downloads are off)")
+        else:
+            url = f"{host}/{entry.get('path', entry['name'])}"
+            log.info("fetching %s", url)
+            download(url, dest, md5=entry["md5"], size=entry.get("bytes"), retries=cfg.retries,
+                     retry_wait=cfg.retry_wait, timeout=cfg.timeout, progress=cfg.progress)
+        paths.append(dest)
+    return paths
+
+
+def cityscapes_credentials_file() -> Path:
+    """Where cityscapesscripts' downloader keeps its credentials (``csDownload`` offers to
+    store them there)."""
+    import appdirs
+
+    return Path(appdirs.user_data_dir("cityscapesscripts", "cityscapes")) / "credentials.json"
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _cityscapes_login(host: str) -> tuple[Any, list[str]]:
+    """A logged-in ``requests`` session and the secrets to scrub from any message.
+
+    Environment variables win; else cityscapesscripts' own ``login()`` reads its credentials
+    file. Never prompts (stages run unattended).
+    """
+    import requests
+    from cityscapesscripts.download import downloader
+
+    username, password = (os.environ.get(k, "") for k in CREDENTIAL_ENV)
+    if username and password:
+        session = requests.Session()
+        url = f"{host}/login"
+        session.get(url, allow_redirects=False).raise_for_status()
+        response = session.post(url, data={"username": username, "password": password,
+                                           "submit": "Login"}, allow_redirects=False)
+        response.raise_for_status()
+        if response.status_code != 302:  # the site redirects after a successful login
+            raise StageError(f"Cityscapes login at {url} failed: "
+                             f"check {' and '.join(CREDENTIAL_ENV)}")
+        return session, [username, password]
+    cred_file = cityscapes_credentials_file()
+    if not cred_file.is_file():
+        raise StageError(
+            f"Cityscapes download needs an account: set {' and '.join(CREDENTIAL_ENV)}, or store "
+            f"credentials in {cred_file} (cityscapesscripts' csDownload offers to), or put the "
+            f"archives in the archives directory and use --no-download")
+    try:
+        secrets = [str(v) for v in json.loads(cred_file.read_text()).values()]
+    except (OSError, ValueError, AttributeError):
+        secrets = []
+    try:
+        return downloader.login(), secrets
+    except Exception as exc:
+        raise StageError(f"Cityscapes login with {cred_file} failed: "
+                         f"{_scrub(str(exc), secrets)}") from None
+
+
+def _cityscapes_archives(cfg: FetchConfig, section: dict[str, Any]) -> list[Path]:
+    archives_dir = cfg.resolved_archives_dir()
+    staging = archives_dir / ".download"
+    missing = []
+    for entry in section["archives"]:
+        dest = archives_dir / entry["name"]
+        if _local_archive(dest, entry):
+            continue
+        if not cfg.download:
+            raise StageError(f"{dest}: archive not found (downloads are off)")
+        staged = staging / entry["name"]
+        if staged.is_file() and verify_file(staged, size=entry.get("bytes"),
+                                            md5=entry["md5"]) is None:
+            os.replace(staged, dest)
+        else:
+            missing.append(entry)
+    if missing:
+        from cityscapesscripts.download import downloader
+
+        staging.mkdir(parents=True, exist_ok=True)
+        session, secrets = _cityscapes_login(section["host"].rstrip("/"))
+        names = [e["name"] for e in missing]
+        log.info("downloading %s with cityscapesscripts", ", ".join(names))
+        try:
+            downloader.download_packages(session=session, package_names=names,
+                                         destination_path=str(staging), resume=True)
+        except Exception as exc:  # the downloader raises bare Exceptions and requests errors
+            raise StageError(f"Cityscapes download of {names} failed: "
+                             f"{_scrub(str(exc), secrets)}") from None
+        for entry in missing:
+            staged = staging / entry["name"]
+            problem = verify_file(staged, size=entry.get("bytes"), md5=entry["md5"])
+            if problem is not None:
+                staged.unlink()
+                raise StageError(f"{staged}: {problem} (published value in checksums); deleted")
+            os.replace(staged, archives_dir / entry["name"])
+    return [archives_dir / e["name"] for e in section["archives"]]
+
+
+def _extract_all(archives: list[Path], section: dict[str, Any], dest: Path, progress: bool) -> None:
+    for archive, entry in zip(archives, section["archives"], strict=True):
+        log.info("extracting %s", archive)
+        extract_zip(archive, dest, progress=progress)
+        for rel in entry["provides"]:
+            if not (dest / rel).exists():
+                raise StageError(f"{archive}: expected {rel!r} in the archive, not found")
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def _request(cfg: FetchConfig) -> dict[str, Any]:
+    """What identifies the fetched content (never credentials or local paths)."""
+    if cfg.dataset == "synthetic_cityscapes":
+        return {"dataset": cfg.dataset, "generator_version": SYNTHETIC_VERSION,
+                "generator": to_jsonable(cfg.synthetic_cityscapes)}
+    if cfg.dataset == "synthetic_coco":
+        return {"dataset": cfg.dataset, "generator_version": SYNTHETIC_VERSION,
+                "generator": to_jsonable(cfg.synthetic_coco)}
+    section = load_checksums(cfg.checksums or DEFAULT_CHECKSUMS, cfg.dataset)
+    return {"dataset": cfg.dataset,
+            "archives": [{k: e.get(k) for k in ("name", "md5", "bytes")}
+                         for e in section["archives"]]}
+
+
+def _read_info(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / FETCH_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run(cfg: FetchConfig) -> Path:
+    """Materialise ``cfg.dataset`` under ``cfg.resolved_root()``; return the root.
+
+    Raises:
+        StageError: unknown dataset, missing or corrupt archive, failed download, bad checksum,
+            unsafe archive member. Nothing is left under the root's name in that case (an older
+            complete root stays as it was).
+    """
+    if cfg.dataset not in DATASETS:
+        raise StageError(f"dataset {cfg.dataset!r} is not one of {', '.join(DATASETS)}")
+    root = cfg.resolved_root()
+    request = _request(cfg)
+    info = _read_info(root)
+    if not cfg.force and info is not None and info.get("request") == request:
+        log.info("%s is up to date (%s)", root, FETCH_INFO)
+        return root
+
+    archives: list[Path] = []
+    section: dict[str, Any] = {}
+    if cfg.dataset in ("cityscapes", "coco2017"):
+        section = load_checksums(cfg.checksums or DEFAULT_CHECKSUMS, cfg.dataset)
+        get = _cityscapes_archives if cfg.dataset == "cityscapes" else _coco_archives
+        archives = get(cfg, section)
+
+    with atomic_directory(root) as tmp:
+        if cfg.dataset == "synthetic_cityscapes":
+            counts = generate_cityscapes(tmp, cfg.synthetic_cityscapes, progress=cfg.progress)
+        elif cfg.dataset == "synthetic_coco":
+            counts = generate_coco(tmp, cfg.synthetic_coco, progress=cfg.progress)
+        else:
+            _extract_all(archives, section, tmp, cfg.progress)
+            counts = {}
+        files = [p for p in tmp.rglob("*") if p.is_file()]
+        atomic_write_json(tmp / FETCH_INFO, {
+            "request": request,
+            "images_per_split": counts,
+            "files": len(files),
+            "bytes": sum(p.stat().st_size for p in files),
+        })
+    if not cfg.keep_archives:
+        for archive in archives:
+            archive.unlink(missing_ok=True)
+    log.info("wrote %s (%s)", root, cfg.dataset)
+    return root
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.fetch", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="synthetic_cityscapes", choices=DATASETS)
+    p.add_argument("--root", type=Path, help="dataset root (default data/raw/<dataset>)")
+    p.add_argument("--archives-dir", type=Path, help="where archives are kept or downloaded to")
+    p.add_argument("--no-download", dest="download", action="store_false",
+                   help="use only archives already in --archives-dir")
+    p.add_argument("--mirror", help="base URL replacing the official COCO host")
+    p.add_argument("--checksums", type=Path,
+                   help="checksums YAML (default pipeline/checksums.yaml)")
+    p.add_argument("--no-keep-archives", dest="keep_archives", action="store_false")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--retries", type=int, default=3)
+    synth = p.add_argument_group("synthetic datasets")
+    synth.add_argument("--seed", type=int)
+    synth.add_argument("--num-train", type=int)
+    synth.add_argument("--num-val", type=int)
+    synth.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="other generator fields, e.g. height=64, width=128, max_side=256")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> FetchConfig:
+    args = build_parser().parse_args(argv)
+    cfg = FetchConfig(dataset=args.dataset, root=args.root, archives_dir=args.archives_dir,
+                      download=args.download, mirror=args.mirror, checksums=args.checksums,
+                      keep_archives=args.keep_archives, force=args.force, progress=args.progress,
+                      retries=args.retries)
+    synth = cfg.synthetic_coco if args.dataset == "synthetic_coco" else cfg.synthetic_cityscapes
+    for key in ("seed", "num_train", "num_val"):
+        if getattr(args, key) is not None:
+            setattr(synth, key, getattr(args, key))
+    apply_overrides(synth, args.overrides)
+    return cfg
+
+
+def _main(argv: Sequence[str] | None) -> None:
+    cfg = config_from_args(argv)
+    root = run(cfg)
+    print(root)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; exit status 0, or 2 with one ``error: …`` line for bad input."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    return run_stage(_main, argv)
+
+
+__all__ = ["DATASETS", "FetchConfig", "load_checksums", "main", "run"]
+
+if __name__ == "__main__":
+    sys.exit(main())
