@@ -1,0 +1,63 @@
+"""Model name → builder registry: ``build_model({"name": ..., **arguments})``.
+
+The pipeline composes a plain mapping from its Hydra config and calls :func:`build_model`; every
+other key is an argument of the builder. Examples::
+
+    build_model({"name": "dilated_fcn", "backbone": "resnet_tiny", "num_classes": 19,
+                 "context": "dgmn", "context_kwargs": {"rates": [1, 6], "groups": 4}})
+    build_model({"name": "mask_rcnn", "backbone": "resnet50", "num_classes": 81,
+                 "insert": {"module": "dgmn", "at": "c5", "kwargs": {"rates": [1, 4, 8, 12]}}})
+    build_model("mask_rcnn", backbone="resnet_tiny", insert="dgmn_c5", min_size=128)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from dgmn.models.detection import build_mask_rcnn
+from dgmn.models.segmentation import DilatedFCN
+
+__all__ = ["MODELS", "build_model"]
+
+#: model name → builder (a class or a function returning an ``nn.Module``).
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "dilated_fcn": DilatedFCN,
+    "mask_rcnn": build_mask_rcnn,
+}
+
+
+def _plain(value: Any) -> Any:
+    """Recursively turn mappings into dicts and lists (e.g. OmegaConf containers) into lists."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def build_model(cfg: Mapping[str, Any] | str, /, **overrides: Any) -> nn.Module:
+    """Build a model from ``{"name": <key of MODELS>, **arguments}`` (or a name and kwargs).
+
+    Raises ``ValueError`` naming the key and the value for an unknown model name or argument
+    (and, from the builders, for unknown backbones, context modules and insertion points).
+    """
+    if isinstance(cfg, str):
+        cfg = {"name": cfg}
+    if not isinstance(cfg, Mapping):
+        raise ValueError(f"model config must be a mapping with a 'name' key, got {cfg!r}")
+    arguments = {**_plain(cfg), **_plain(overrides)}
+    name = arguments.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"unknown model name={name!r}; known: {', '.join(MODELS)}")
+    builder = MODELS[name]
+    parameters = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(arguments) - set(parameters))
+        if unknown:
+            raise ValueError(f"unknown argument(s) {unknown} for model name={name!r}; accepted: "
+                             f"{', '.join(parameters)}")
+    return builder(**arguments)
