@@ -1,0 +1,347 @@
+"""Autograd wrapper and launchers of the fused Triton DGMN aggregation.
+
+CUDA tensors run the compiled kernels. CPU tensors run the very same kernel source through
+Triton's interpreter: a private copy of :mod:`dgmn.ops.triton._kernels` is loaded with the
+``interpret`` knob switched on only while the copy is decorated, so the interpreter never
+leaks into other Triton code of the process (``TRITON_INTERPRET`` is read when ``@triton.jit``
+runs, i.e. at import). The interpreter is slow: it exists for tests at tiny sizes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import torch
+import triton
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from dgmn.ops.reference import aggregate_reference
+
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Blocking of one kernel: a ``tile_h × tile_w`` tile of positions × ``block_c`` channels.
+
+    ``tile_h · tile_w`` and ``block_c`` must be powers of two.
+    """
+
+    tile_h: int
+    tile_w: int
+    block_c: int
+    num_warps: int = 4
+    num_stages: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("tile_h", "tile_w", "block_c", "num_warps"):
+            value = getattr(self, name)
+            if value <= 0 or value & (value - 1):
+                raise ValueError(f"{name} must be a positive power of two, got {value}")
+
+
+def default_config(channels_per_group: int, backward: bool) -> KernelConfig:
+    """Default blocking: ≤128 channels of one group × 32-64 positions (4096 elements)."""
+    block_c = min(triton.next_power_of_2(channels_per_group), 128)
+    positions = min(max(4096 // block_c, 16), 64)
+    tile_w = 8 if positions >= 32 else 4
+    return KernelConfig(tile_h=positions // tile_w, tile_w=tile_w, block_c=block_c,
+                        num_warps=8)
+
+
+_OVERRIDES: dict[str, KernelConfig | None] = {"forward": None, "backward": None}
+
+
+@contextlib.contextmanager
+def kernel_config(forward: KernelConfig | None = None,
+                  backward: KernelConfig | None = None) -> Iterator[None]:
+    """Use fixed blockings inside the block (for tests and the benchmark's sweep)."""
+    previous = dict(_OVERRIDES)
+    _OVERRIDES.update(forward=forward, backward=backward)
+    try:
+        yield
+    finally:
+        _OVERRIDES.update(previous)
+
+
+def _config(channels_per_group: int, backward: bool) -> KernelConfig:
+    chosen = _OVERRIDES["backward" if backward else "forward"]
+    return chosen if chosen is not None else default_config(channels_per_group, backward)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernel modules: compiled (the package module) and interpreted (a private copy).
+
+_INTERPRETED: ModuleType | None = None
+
+
+def _interpreted_sum(x: Any, axis: int) -> Any:
+    """``tl.sum`` for the interpreted copy: the reduce builtin with Triton's sum combiner,
+    which the interpreter evaluates with numpy (the combiner itself is never called)."""
+    import triton.language as tl
+
+    return tl.reduce(x, axis, tl.standard._sum_combine)
+
+
+def kernels(interpret: bool) -> ModuleType:
+    """The module holding the kernels, compiled or run by Triton's interpreter."""
+    global _INTERPRETED
+    if not interpret:
+        from dgmn.ops.triton import _kernels
+
+        return _kernels
+    if _INTERPRETED is None:
+        from dgmn.ops.triton import _kernels
+
+        name = "dgmn.ops.triton._kernels_interpreted"
+        spec = importlib.util.spec_from_file_location(name, _kernels.__file__)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        with triton.knobs.runtime.scope():
+            triton.knobs.runtime.interpret = True
+            spec.loader.exec_module(module)
+        module._sum = _interpreted_sum
+        sys.modules[name] = module
+        _INTERPRETED = module
+    return _INTERPRETED
+
+
+_RATES_CACHE: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+
+def _rates_tensor(rates: tuple[int, ...], device: torch.device) -> Tensor:
+    """The rates as an int32 tensor on ``device`` (cached: no host→device copy per call)."""
+    key = (rates, device)
+    if key not in _RATES_CACHE:
+        _RATES_CACHE[key] = torch.tensor(rates, dtype=torch.int32, device=device)
+    return _RATES_CACHE[key]
+
+
+#: The compiled kernels of the last launches (GPU only), for resource reports.
+LAST_COMPILED: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class _Problem:
+    batch: int
+    channels: int
+    height: int
+    width: int
+    num_rates: int
+    groups: int
+    kernel_size: int
+
+    @property
+    def channels_per_group(self) -> int:
+        return self.channels // self.groups
+
+
+def _launch_shape(problem: _Problem, config: KernelConfig) -> tuple[tuple[int, int], int]:
+    chunks = triton.cdiv(problem.channels_per_group, config.block_c)
+    tiles = triton.cdiv(problem.height, config.tile_h) * triton.cdiv(problem.width, config.tile_w)
+    programs = problem.batch * problem.groups * chunks
+    if programs > 65535:
+        raise ValueError(f"B·G·ceil(C/G / block_c) = {programs} exceeds the grid limit 65535")
+    return (tiles, programs), chunks
+
+
+def _forward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates: Tensor,
+             out: Tensor, problem: _Problem, interpret: bool) -> None:
+    config = _config(problem.channels_per_group, backward=False)
+    grid, chunks = _launch_shape(problem, config)
+    walks_arg = walks if walks is not None else features_cl
+    walk_strides = walks.stride() if walks is not None else (0,) * 6
+    compiled = kernels(interpret).dgmn_fwd_kernel[grid](
+        features_cl, walks_arg, weights, rates, out,
+        problem.height, problem.width, problem.channels_per_group, problem.groups,
+        problem.num_rates,
+        *features_cl.stride(), *walk_strides, *weights.stride(), *out.stride(),
+        KS=problem.kernel_size, HAS_WALKS=walks is not None, CHUNKS=chunks,
+        TILE_H=config.tile_h, TILE_W=config.tile_w, BLOCK_C=config.block_c,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )
+    if compiled is not None and not interpret:
+        LAST_COMPILED["forward"] = compiled
+
+
+def _backward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates: Tensor,
+              grad_out: Tensor, problem: _Problem, needs: tuple[bool, bool, bool],
+              interpret: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Launch the scatter kernel (features) and the parameter kernel (walks, weights).
+
+    ``grad_out`` must be fp32 channels-last: its register layout then equals the one of the
+    fp32 atomics, so the compiler needs no shared-memory layout conversion per sample.
+    """
+    need_feat, need_walk, need_weight = needs
+    need_walk = need_walk and walks is not None
+    p = problem
+    device = features_cl.device
+    k = p.kernel_size * p.kernel_size
+    module = kernels(interpret)
+    walks_arg = walks if walks is not None else features_cl
+    walk_strides = walks.stride() if walks is not None else (0,) * 6
+    grad_feat = grad_walk = grad_weight = None
+    if need_feat:
+        config = _config(p.channels_per_group, backward=True)
+        grid, chunks = _launch_shape(p, config)
+        grad_feat = torch.zeros((p.batch, p.height, p.width, p.channels), dtype=torch.float32,
+                                device=device)
+        compiled = module.dgmn_bwd_feat_kernel[grid](
+            walks_arg, weights, rates, grad_out, grad_feat,
+            p.height, p.width, p.channels_per_group, p.groups, p.num_rates,
+            *walk_strides, *weights.stride(), *grad_out.stride(), *grad_feat.stride()[:3],
+            KS=p.kernel_size, HAS_WALKS=walks is not None, CHUNKS=chunks,
+            TILE_H=config.tile_h, TILE_W=config.tile_w, BLOCK_C=config.block_c,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        if compiled is not None and not interpret:
+            LAST_COMPILED["backward_features"] = compiled
+    if need_walk or need_weight:
+        config = _config(p.channels_per_group, backward=True)
+        grid, chunks = _launch_shape(p, config)
+        atomic_walk = p.groups * chunks > 1
+        atomic_weight = chunks > 1
+        if need_walk:
+            assert walks is not None
+            grad_walk = torch.empty((p.batch, p.num_rates, k, 2, p.height, p.width),
+                                    dtype=torch.float32 if atomic_walk else walks.dtype,
+                                    device=device)
+            if atomic_walk:
+                grad_walk.zero_()
+        if need_weight:
+            grad_weight = torch.empty((p.batch, p.num_rates, p.groups, k, p.height, p.width),
+                                      dtype=torch.float32 if atomic_weight else weights.dtype,
+                                      device=device)
+            if atomic_weight:
+                grad_weight.zero_()
+        gk = grad_walk if grad_walk is not None else features_cl
+        gt = grad_weight if grad_weight is not None else features_cl
+        gk_strides = grad_walk.stride()[:4] if grad_walk is not None else (0,) * 4
+        gt_strides = grad_weight.stride()[:4] if grad_weight is not None else (0,) * 4
+        compiled = module.dgmn_bwd_param_kernel[grid](
+            features_cl, walks_arg, weights, rates, grad_out, gk, gt,
+            p.height, p.width, p.channels_per_group, p.groups, p.num_rates,
+            *features_cl.stride(), *walk_strides, *weights.stride(), *grad_out.stride(),
+            *gk_strides, *gt_strides,
+            KS=p.kernel_size, HAS_WALKS=walks is not None, CHUNKS=chunks,
+            TILE_H=config.tile_h, TILE_W=config.tile_w, BLOCK_C=config.block_c,
+            NEED_WALK=need_walk, NEED_WEIGHT=need_weight,
+            ATOMIC_WALK=atomic_walk, ATOMIC_WEIGHT=atomic_weight,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+        if compiled is not None and not interpret:
+            LAST_COMPILED["backward_params"] = compiled
+    return grad_feat, grad_walk, grad_weight
+
+
+class FusedAggregation(torch.autograd.Function):
+    """Autograd Function of the fused aggregation (see :func:`aggregate_fused`)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, features: Tensor, walks: Tensor | None, weights: Tensor,
+                rates: tuple[int, ...], kernel_size: int) -> Tensor:
+        batch, channels, height, width = features.shape
+        problem = _Problem(batch, channels, height, width, len(rates), weights.shape[2],
+                           kernel_size)
+        interpret = not features.is_cuda
+        # Channels-last: each bilinear corner reads C/G contiguous channels. A no-op when the
+        # caller already works in channels_last; the copy is what backward keeps.
+        features_cl = features.contiguous(memory_format=torch.channels_last)
+        rates_t = _rates_tensor(rates, features.device)
+        out = torch.empty_like(features)  # same memory format as the input
+        _forward(features_cl, walks, weights, rates_t, out, problem, interpret)
+        ctx.save_for_backward(features_cl, walks, weights)
+        ctx.problem = problem
+        ctx.rates = rates
+        ctx.interpret = interpret
+        ctx.dtypes = (features.dtype, None if walks is None else walks.dtype, weights.dtype)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        features_cl, walks, weights = ctx.saved_tensors
+        needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        if not any(needs):
+            return None, None, None, None, None
+        rates_t = _rates_tensor(ctx.rates, features_cl.device)
+        grad_out = grad_out.to(torch.float32, memory_format=torch.channels_last)
+        grad_feat, grad_walk, grad_weight = _backward(
+            features_cl, walks, weights, rates_t, grad_out, ctx.problem, needs, ctx.interpret)
+        feat_dtype, walk_dtype, weight_dtype = ctx.dtypes
+        if grad_feat is not None:
+            grad_feat = grad_feat.permute(0, 3, 1, 2).to(feat_dtype)  # channels_last strides
+        if grad_walk is not None:
+            grad_walk = grad_walk.to(walk_dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight_dtype)
+        return grad_feat, grad_walk, grad_weight, None, None
+
+
+def _check_inputs(features: Tensor, walks: Tensor | None, weights: Tensor,
+                  rates: tuple[int, ...], kernel_size: int) -> None:
+    if features.dim() != 4:
+        raise ValueError(f"features must be (B, C, H, W), got shape {tuple(features.shape)}")
+    batch, channels, height, width = features.shape
+    s, k = len(rates), kernel_size * kernel_size
+    if kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size}")
+    if s == 0 or any(int(r) != r or r <= 0 for r in rates):
+        raise ValueError(f"rates must be a non-empty sequence of positive integers, got {rates}")
+    if weights.dim() != 6 or weights.shape[:2] != (batch, s) or weights.shape[3:] != (
+            k, height, width):
+        raise ValueError(f"weights must be (B, S, G, K, H, W) = ({batch}, {s}, G, {k}, {height}, "
+                         f"{width}), got {tuple(weights.shape)}")
+    groups = weights.shape[2]
+    if groups <= 0 or channels % groups != 0:
+        raise ValueError(f"groups G={groups} (weights.shape[2]) must divide C={channels}")
+    if walks is not None and tuple(walks.shape) != (batch, s, k, 2, height, width):
+        raise ValueError(f"walks must have shape {(batch, s, k, 2, height, width)}, "
+                         f"got {tuple(walks.shape)}")
+    for name, tensor in (("walks", walks), ("weights", weights)):
+        if tensor is None:
+            continue
+        if tensor.device != features.device:
+            raise ValueError(f"{name} is on {tensor.device}, features on {features.device}")
+        if not tensor.is_floating_point():
+            raise TypeError(f"{name} must be floating point, got {tensor.dtype}")
+    if height * width * channels >= 2**31:
+        raise ValueError("one image of features must hold fewer than 2**31 elements")
+
+
+def aggregate_fused(features: Tensor, walks: Tensor | None, weights: Tensor,
+                    rates: Sequence[int], kernel_size: int) -> Tensor:
+    """Fused multi-rate grouped aggregation; same semantics as ``aggregate_reference``.
+
+    ``m[b, c, i] = Σ_q Σ_k weights[b, q, g(c), k, i] · ϱ(features[b, c], p_i + ρ_q δ_k + Δd_qk)``
+    with ``g(c) = c // (C/G)`` and bilinear corners outside the map reading zero.
+
+    Args:
+        features: ``(B, C, H, W)`` fp32, bf16 or fp16 (any memory format; channels_last
+            avoids one copy).
+        walks: ``(B, S, K, 2, H, W)`` walks in pixels ``(dy, dx)``, or ``None`` (uniform).
+        weights: ``(B, S, G, K, H, W)`` per-neighbour weights; expanded (stride-0) views are
+            read in place.
+        rates: the S positive integer rates.
+        kernel_size: odd k, K = k².
+    Returns:
+        ``(B, C, H, W)`` messages in ``features``' dtype and memory format. Accumulation is
+        fp32. CUDA tensors run the compiled kernels, CPU tensors Triton's interpreter (slow,
+        for tests). float64 inputs go to the reference (the kernels accumulate in fp32).
+    """
+    rates = tuple(int(r) for r in rates)
+    _check_inputs(features, walks, weights, rates, kernel_size)
+    if features.dtype not in _SUPPORTED_DTYPES:
+        if features.dtype == torch.float64:
+            return aggregate_reference(features, walks, weights, rates, kernel_size)
+        raise TypeError(f"features must be float32, bfloat16 or float16, got {features.dtype}")
+    if features.numel() == 0:
+        return aggregate_reference(features, walks, weights, rates, kernel_size)
+    return FusedAggregation.apply(features, walks, weights, rates, kernel_size)
