@@ -7,7 +7,9 @@ Long-range context is what the paper's method is about, so both synthetic datase
 - Every image has a **cue band** along its top edge (``cue_band_height(H)`` rows, label
   ``static``, ignored in evaluation). The band is cut into one segment per context pair; segment
   ``k`` is painted in one of two solid colours, ``pair.cue_colours[state]``.
-- Every object of pair ``k`` in that image gets the class ``pair.classes[state]``.
+- Every object of pair ``k`` in that image gets the class ``pair.classes[state]``. States are
+  balanced per split (:func:`balanced_cue_states`): both classes of a pair occur in every split
+  of two or more images.
 - Objects of a context pair are placed at least ``min_cue_distance(H)`` pixels below the band
   (42 px at H = 128, i.e. > 5 feature cells at output stride 8, beyond what a 3x3 or dilated 3x3
   head sees), so no local window around them contains the cue.
@@ -96,6 +98,16 @@ COCO_TEXTURES: Mapping[str, Texture] = {
 }
 
 NOISE_STD = 4.0
+
+
+def balanced_cue_states(seed: int, split_index: int, n_images: int, n_pairs: int
+                        ) -> list[tuple[int, ...]]:
+    """Cue states of the images of one split: for each pair, half of the images (rounded down)
+    get state 1, chosen by a seeded shuffle independent across pairs. So both classes of every
+    pair occur in each split of two or more images."""
+    rng = np.random.default_rng([seed, split_index, 7919])
+    columns = [rng.permutation(n_images) % 2 for _ in range(n_pairs)]
+    return [tuple(int(c[i]) for c in columns) for i in range(n_images)]
 
 
 def cue_appearance(pair_index: int, state: int) -> str:

@@ -196,13 +196,6 @@ def polygons_json(shapes: list[Shape], height: int, width: int) -> dict:
                         for s in shapes]}
 
 
-def cue_states(seed: int, split_index: int, n_images: int, n_pairs: int) -> list[tuple[int, ...]]:
-    """Balanced cue states: image ``i`` gets the bits of a seeded permutation of ``0..n-1``, so
-    each pair's two classes both occur in every split of two or more images."""
-    perm = np.random.default_rng([seed, split_index, 7919]).permutation(n_images)
-    return [tuple(int(p >> k) & 1 for k in range(n_pairs)) for p in perm]
-
-
 def _write_extra_gt(stem: Path, doc: dict) -> None:
     from cityscapesscripts.helpers.annotation import Annotation
     from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
@@ -232,7 +225,7 @@ def generate_cityscapes(root: str | Path, cfg: SyntheticCityscapesConfig, *, pro
         for split, n in counts.items():
             split_index = SPLITS.index(split)
             cities = CITIES[split][: max(1, min(cfg.cities_per_split, len(CITIES[split])))]
-            states = cue_states(cfg.seed, split_index, n, n_pairs)
+            states = rule.balanced_cue_states(cfg.seed, split_index, n, n_pairs)
             for i in range(n):
                 city = cities[i % len(cities)]
                 stem_name = f"{city}_{i // len(cities):06d}_{FRAME:06d}"

@@ -202,15 +202,14 @@ def generate_coco(root: str | Path, cfg: SyntheticCocoConfig, *, progress: bool 
     with progress_bar(sum(counts.values()), "synthetic coco", unit="img", enabled=progress) as bar:
         for split, n in counts.items():
             split_index = SPLITS.index(split)
-            perm = np.random.default_rng([cfg.seed, split_index, 7919]).permutation(n)
+            states = rule.balanced_cue_states(cfg.seed, split_index, n, n_pairs)
             img_dir = root / f"{split}2017"
             img_dir.mkdir(parents=True, exist_ok=True)
             images, annotations = [], []
             for i in range(n):
                 image_id = ID_OFFSET[split] + i + 1
                 scene = sample_scene(np.random.default_rng([cfg.seed, split_index, i]), cfg)
-                states = tuple(int(perm[i] >> k) & 1 for k in range(n_pairs))
-                pixels, instances = render(scene, states)
+                pixels, instances = render(scene, states[i])
                 file_name = f"{image_id:012d}.jpg"
                 Image.fromarray(pixels, "RGB").save(img_dir / file_name, quality=cfg.jpeg_quality,
                                                     subsampling=0)
