@@ -134,7 +134,7 @@ class CityscapesSegmentation(Dataset):
         image_path, label_path = self.samples[index]
         image, label = load_sample(image_path, label_path, self.target_type)
         img = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous())
-        mask = tv_tensors.Mask(torch.from_numpy(label.copy()))
+        mask = tv_tensors.Mask(torch.from_numpy(label))
         if self.transforms is not None:
             img, mask = self.transforms(img, mask)
         return img, tv_tensors.Mask(mask.to(torch.int64))

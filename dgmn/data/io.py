@@ -30,7 +30,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     img = _open(Path(path))
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
 
 def read_label(path: str | os.PathLike) -> np.ndarray:
@@ -42,7 +42,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(
             f"{path}: label image must be single-channel 8-bit (mode L), found mode {img.mode}"
         )
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
