@@ -217,18 +217,18 @@ def build_resnet(name: str = "resnet50", weights: str | os.PathLike[str] | None 
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"unsupported output_stride={output_stride!r} for backbone={name!r}; "
                          f"supported: {sorted(OUTPUT_STRIDES)}")
+    grid = None if multi_grid is None else tuple(multi_grid)
+    if grid is not None and (len(grid) != spec.layers[3] or any(
+            isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in grid)):
+        raise ValueError(f"multi_grid={multi_grid!r} must give one positive int per block of "
+                         f"layer4 ({spec.layers[3]} blocks for backbone={name!r})")
     model = ResNet(spec.block, list(spec.layers), groups=spec.groups,
                    width_per_group=spec.width_per_group,
                    replace_stride_with_dilation=OUTPUT_STRIDES[output_stride],
                    norm_layer=norm_layer)
     if weights is not None:
         load_backbone_weights(model, name, weights)
-    if multi_grid is not None:
-        grid = tuple(multi_grid)
-        if len(grid) != len(model.layer4) or any(
-                isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in grid):
-            raise ValueError(f"multi_grid={multi_grid!r} must give one positive int per block of "
-                             f"layer4 ({len(model.layer4)} blocks for backbone={name!r})")
+    if grid is not None:
         base = LAYER4_DILATION[output_stride]
         for block, unit in zip(model.layer4, grid, strict=True):
             for conv_name, _ in block_layout(block).convs_3x3:
