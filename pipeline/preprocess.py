@@ -44,8 +44,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dgmn.data import cityscapes as cs
-from dgmn.data import coco
+from dgmn.data import cityscapes_files as cs_files
+from dgmn.data import coco_format as coco
+from dgmn.data import labels as cs
 from dgmn.data.errors import DatasetError
 from dgmn.data.io import check_same_size, image_size, read_label, read_rgb
 from pipeline.common.config import to_jsonable
@@ -114,7 +115,7 @@ def _cityscapes(cfg: PreprocessConfig, raw: Path, out: Path) -> dict[str, Any]:
     names = cs.train_id_names()
     plan = {}
     for split in cfg.splits:  # list and check every split before writing anything
-        samples = cs.list_samples(raw, split, "labelIds")
+        samples = cs_files.list_samples(raw, split, "labelIds")
         plan[split] = samples[: cfg.max_images] if cfg.max_images else samples
     stats: dict[str, Any] = {}
     total = sum(len(s) for s in plan.values())
@@ -132,8 +133,9 @@ def _cityscapes(cfg: PreprocessConfig, raw: Path, out: Path) -> dict[str, Any]:
                 train_ids = cs.label_ids_to_train_ids(label, label_path)
                 out_image = out / image_path.relative_to(raw)
                 out_label = out / label_path.relative_to(raw)
+                suffixes = cs_files.TARGET_SUFFIXES
                 out_train = out_label.with_name(out_label.name.replace(
-                    cs.TARGET_SUFFIXES["labelIds"], cs.TARGET_SUFFIXES["labelTrainIds"]))
+                    suffixes["labelIds"], suffixes["labelTrainIds"]))
                 out_image.parent.mkdir(parents=True, exist_ok=True)
                 out_label.parent.mkdir(parents=True, exist_ok=True)
                 if cfg.crop is not None:

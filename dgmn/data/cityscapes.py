@@ -16,13 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from dgmn.data.errors import DatasetError
-from dgmn.data.io import check_same_size, read_label, read_rgb
+from dgmn.data.cityscapes_files import IMAGE_SUFFIX, TARGET_SUFFIXES, list_samples, load_sample
 from dgmn.data.labels import (
     IGNORE_INDEX,
     NUM_CLASSES,
@@ -36,7 +34,9 @@ from dgmn.data.labels import (
 
 __all__ = [
     "IGNORE_INDEX",
+    "IMAGE_SUFFIX",
     "NUM_CLASSES",
+    "TARGET_SUFFIXES",
     "CityscapesSegmentation",
     "check_train_ids",
     "label_id_of",
@@ -47,49 +47,6 @@ __all__ = [
     "train_id_names",
     "train_id_of",
 ]
-
-IMAGE_SUFFIX = "_leftImg8bit.png"
-TARGET_SUFFIXES = {"labelTrainIds": "_gtFine_labelTrainIds.png", "labelIds": "_gtFine_labelIds.png"}
-
-
-def list_samples(root: str | os.PathLike, split: str, target_type: str = "labelTrainIds"
-                 ) -> list[tuple[Path, Path]]:
-    """Sorted ``(image, label)`` pairs of a split; raises if the split is missing or empty or an
-    image has no label file."""
-    if target_type not in TARGET_SUFFIXES:
-        raise ValueError(f"target_type must be one of {sorted(TARGET_SUFFIXES)}, "
-                         f"got {target_type!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root not found")
-    image_dir = root / "leftImg8bit" / split
-    if not image_dir.is_dir():
-        raise DatasetError(f"{image_dir}: split directory not found")
-    images = sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}"))
-    if not images:
-        raise DatasetError(f"{image_dir}: split {split!r} is empty (no *{IMAGE_SUFFIX} files)")
-    samples = []
-    for image in images:
-        stem = image.name.removesuffix(IMAGE_SUFFIX)
-        label = root / "gtFine" / split / image.parent.name / (stem + TARGET_SUFFIXES[target_type])
-        if not label.is_file():
-            raise DatasetError(f"{label}: label file missing for image {image}")
-        samples.append((image, label))
-    return samples
-
-
-def load_sample(image_path: Path, label_path: Path, target_type: str = "labelTrainIds"
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode and check one pair: ``(H, W, 3) uint8`` image, ``(H, W) uint8`` trainIds."""
-    image = read_rgb(image_path)
-    label = read_label(label_path)
-    check_same_size(image_path, image.shape[:2], label_path, label.shape)
-    if target_type == "labelIds":
-        label = label_ids_to_train_ids(label, label_path)
-    else:
-        check_train_ids(label, label_path)
-    return image, label
-
 
 class CityscapesSegmentation(Dataset):
     """Cityscapes (or the synthetic Cityscapes) for semantic segmentation.
