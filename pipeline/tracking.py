@@ -1,0 +1,116 @@
+"""MLflow tracking: the store location, run creation/resumption, logging from Ray workers.
+
+The tracking URI comes from ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite
+store in the project (``mlflow.db``, gitignored) given as an absolute URI, since Ray workers
+run in their own directories. Runs are keyed by a tag (``dgmn.run_key``): a training that
+resumes after an interruption keeps logging into its unfinished run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.config.schema import PipelineConfig
+
+RUN_KEY_TAG = "dgmn.run_key"
+
+
+def tracking_uri(cfg: PipelineConfig, project_root: Path) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(project_root / 'mlflow.db').resolve()}"
+
+
+def git_commit(project_root: Path) -> str:
+    """The checked-out commit (``unknown`` outside a git checkout), ``+dirty`` if modified."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=project_root, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested config → ``{"schedule.lr": 0.01, ...}`` for MLflow params."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return out
+    return {prefix: value}
+
+
+class Tracker:
+    """A thin wrapper over :class:`mlflow.MlflowClient` bound to one run (picklable)."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri, self.run_id = uri, run_id
+
+    def _client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        values = {k: float(v) for k, v in metrics.items()
+                  if isinstance(v, int | float) and not isinstance(v, bool)}
+        if values:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self._client().log_batch(self.run_id, metrics=[
+                Metric(key, value, now, step) for key, value in values.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._client().log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        client = self._client()
+        for key, value in tags.items():
+            client.set_tag(self.run_id, key, value)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self._client().set_terminated(self.run_id, status)
+
+
+def open_run(uri: str, experiment: str, run_name: str, run_key: str,
+             params: Mapping[str, Any], tags: Mapping[str, str],
+             parent_run_id: str | None = None) -> Tracker:
+    """Reuse the unfinished run tagged ``run_key`` or create one; log params and tags."""
+    from mlflow import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' "
+                                       "and attributes.status != 'FINISHED'",
+        max_results=1)
+    all_tags = {RUN_KEY_TAG: run_key, MLFLOW_RUN_NAME: run_name, **tags}
+    if parent_run_id:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
+        flat = {k: str(v)[:6000] for k, v in flatten("", dict(params)).items()}
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flat.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[start:start + 100])
+    tracker = Tracker(uri, run_id)
+    tracker.set_tags(all_tags)
+    return tracker

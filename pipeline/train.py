@@ -1,0 +1,150 @@
+"""Stage ``train``: train one experiment with Ray Train and record it in MLflow.
+
+Usage::
+
+    python -m pipeline.train experiment=table1/dgmn_da_dw_ds [profile=default] [key=value ...]
+
+Checks the config, the dataset root and that the model builds before any worker starts; then
+trains (resuming an interrupted run of the same config), and writes
+``runs/<profile>/<experiment>/``: ``metrics.json`` (final validation), ``history.json`` (loss,
+LR and validation curves), ``config.json``, ``model.pt`` (weights) and ``curves.png``, all
+atomically (built in a temporary directory, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.common.errors import StageError, run_stage
+from pipeline.common.fs import atomic_directory
+from pipeline.config import PipelineConfig, as_dict, load_config
+from pipeline.config.compose import PROJECT_ROOT
+from pipeline.tracking import Tracker, git_commit, open_run, tracking_uri
+from pipeline.training.state import History, load_model_weights
+from pipeline.training.tasks import build_task
+from pipeline.training.trainer import ensure_ray, make_trainer, run_key
+
+
+def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
+    return project_root / cfg.paths.runs / cfg.profile / cfg.experiment.name
+
+
+def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:
+    """Hash of the preprocessed dataset's manifest (``unknown`` if it has none)."""
+    from pipeline.common.fs import file_digest
+
+    manifest = project_root / cfg.paths.processed / cfg.data.dataset / "manifest.json"
+    return file_digest(manifest) if manifest.is_file() else "unknown"
+
+
+def preflight(cfg: PipelineConfig, project_root: Path) -> int:
+    """Fail before Ray starts: dataset root present, model builds. Returns the param count."""
+    task = build_task(cfg, project_root)
+    try:
+        model = task.build_model()
+    except (ValueError, TypeError) as exc:
+        raise StageError(f"model config {cfg.model}: {exc}") from None
+    return sum(p.numel() for p in model.parameters())
+
+
+def plot_curves(history: History, metric: str, path: Path) -> None:
+    """Loss, LR and validation metric against iterations, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    its = [r["iteration"] for r in history.train]
+    axes[0].plot(its, [r["loss"] for r in history.train])
+    axes[0].set(title="training loss", xlabel="iteration")
+    axes[1].plot(its, [r["lr"] for r in history.train])
+    axes[1].set(title="learning rate", xlabel="iteration")
+    axes[2].plot([r["iteration"] for r in history.val], [r[metric] for r in history.val],
+                 marker="o")
+    axes[2].set(title=f"validation {metric}", xlabel="iteration")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric: str,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``directory`` from the final checkpoint; returns the final metrics."""
+    state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
+    history = History(**state["history"])
+    final = {k: v for k, v in state["metrics"].items() if k != "confusion"}
+    final.update(metric=metric, **extra)
+    (directory / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
+    (directory / "history.json").write_text(json.dumps(
+        {"train": history.train,
+         "val": [{k: v for k, v in r.items() if k != "confusion"} for r in history.val]},
+        indent=2) + "\n")
+    (directory / "config.json").write_text(json.dumps(as_dict(cfg), indent=2) + "\n")
+    if "confusion" in state["metrics"]:
+        (directory / "confusion.json").write_text(json.dumps(state["metrics"]["confusion"]))
+    torch.save(load_model_weights(state_dir), directory / "model.pt")
+    plot_curves(history, metric, directory / "curves.png")
+    return final
+
+
+def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
+          parent_run_id: str | None = None, fault: dict[str, Any] | None = None,
+          ) -> dict[str, Any]:
+    """Train ``cfg`` end to end and write its outputs; returns the final metrics."""
+    params = preflight(cfg, project_root)
+    key = run_key(cfg)
+    tracker: Tracker | None = None
+    if cfg.tracking.enabled:
+        tracker = open_run(
+            tracking_uri(cfg, project_root), cfg.tracking.experiment, cfg.run_name, key,
+            params=as_dict(cfg),
+            tags={"git_commit": git_commit(project_root),
+                  "dataset_manifest": manifest_hash(cfg, project_root),
+                  "experiment": cfg.experiment.name, "table": cfg.experiment.table,
+                  "profile": cfg.profile},
+            parent_run_id=parent_run_id)
+        tracker.log_metrics({"params": params}, step=0)
+    ensure_ray(cfg)
+    trainer = make_trainer(cfg, project_root, name=key, fault=fault,
+                           tracking={"uri": tracker.uri, "run_id": tracker.run_id}
+                           if tracker else None)
+    try:
+        result = trainer.fit()
+    except Exception:
+        if tracker:
+            tracker.finish("FAILED")
+        raise
+    metric = build_task(cfg, project_root).metric
+    out = output_dir(cfg, project_root)
+    with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
+        final = write_outputs(cfg, tmp, Path(state_dir), metric,
+                              {"params": params, "run_key": key})
+    if tracker:
+        for name in ("metrics.json", "history.json", "config.json", "curves.png", "model.pt"):
+            tracker.log_artifact(out / name)
+        if (out / "confusion.json").exists():
+            tracker.log_artifact(out / "confusion.json")
+        tracker.finish()
+    return final
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if any(o in ("-h", "--help") for o in overrides):
+        print(__doc__)
+        return
+    cfg = load_config(overrides)
+    final = train(cfg)
+    print(json.dumps({"experiment": cfg.experiment.name, final["metric"]:
+                      final.get(final["metric"])}, indent=None))
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main, None))

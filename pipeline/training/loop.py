@@ -1,0 +1,145 @@
+"""The per-worker training loop run by Ray Train's ``TorchTrainer`` (one process per worker).
+
+Resumes from ``ray.train.get_checkpoint()`` when Ray restarts the workers (``FailureConfig``)
+or the run is started again under the same name; the batches of every iteration are a function
+of (seed, iteration) (:mod:`pipeline.training.batches`), and optimiser, scheduler and RNG state
+come back from the checkpoint, so a resumed CPU run ends where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from pipeline.config.compose import from_dict
+from pipeline.tracking import Tracker
+from pipeline.training.batches import iteration_loader
+from pipeline.training.schedules import build_optimizer, build_scheduler
+from pipeline.training.state import History, load_state, save_state, unwrap
+from pipeline.training.tasks import build_task
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _maybe_inject_fault(fault: dict[str, Any] | None, rank: int, iteration: int) -> None:
+    """Test hook: SIGKILL this worker once at ``fault["iteration"]`` (marker file = once)."""
+    if not fault or rank != fault.get("rank", 0) or iteration != fault["iteration"]:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"killed pid {os.getpid()} at iteration {iteration}\n")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry: ``config`` holds ``cfg`` (validated config as a dict),
+    ``project_root``, ``tracking`` (``{"uri", "run_id"}`` or None) and ``fault`` (tests)."""
+    cfg = from_dict(config["cfg"])
+    project_root = Path(config["project_root"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    use_cuda = device.type == "cuda"
+    _seed_everything(cfg.seed)
+    if not use_cuda:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    task = build_task(cfg, project_root)
+    model: nn.Module = task.build_model()
+    if use_cuda and cfg.schedule.sync_bn and cfg.data.task == "segmentation" and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(model, cfg.schedule)
+    scheduler = build_scheduler(optimizer, cfg.schedule)
+    amp = use_cuda and cfg.schedule.amp
+    scaler = None  # bf16 autocast needs no loss scaling
+
+    start, history = 0, History()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            start, history = load_state(Path(directory), model=model, optimizer=optimizer,
+                                        scheduler=scheduler, scaler=scaler)
+        if rank == 0:
+            print(f"[{cfg.run_name}] resumed from iteration {start}", flush=True)
+
+    tracker = Tracker(**config["tracking"]) if config.get("tracking") and rank == 0 else None
+    schedule = cfg.schedule
+    loader = iteration_loader(task.train_dataset(), schedule.batch_size, cfg.seed, start,
+                              schedule.iterations, rank, world, cfg.data.loader_workers,
+                              task.collate_fn)
+    model.train()
+    began, window = time.perf_counter(), []
+    metrics: dict[str, Any] = history.val[-1] if history.val else {}
+    for iteration, batch in enumerate(loader, start=start):
+        _maybe_inject_fault(config.get("fault"), rank, iteration)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, parts = task.loss(model, batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        done = iteration + 1
+        window.append(parts["loss"])
+        if done % schedule.log_every == 0 or done == schedule.iterations:
+            record = {**parts, "loss": sum(window) / len(window), "lr": lr, "iteration": done}
+            history.train.append(record)
+            window = []
+            if rank == 0:
+                speed = (done - start) / (time.perf_counter() - began)
+                print(f"[{cfg.run_name}] it {done}/{schedule.iterations} "
+                      f"loss {record['loss']:.4f} lr {lr:.2e} ({speed:.2f} it/s)", flush=True)
+                if tracker:
+                    tracker.log_metrics({k: v for k, v in record.items() if k != "iteration"},
+                                        step=done)
+        validate = done % schedule.val_every == 0 or done == schedule.iterations
+        save = done % schedule.checkpoint_every == 0 or done == schedule.iterations
+        if validate:
+            metrics = {**task.validate(unwrap(model), device), "iteration": done}
+            history.val.append(metrics)
+            if rank == 0:
+                print(f"[{cfg.run_name}] it {done} val {task.metric} "
+                      f"{metrics[task.metric]:.2f}", flush=True)
+                if tracker:
+                    tracker.log_metrics({f"val_{k}": v for k, v in metrics.items()
+                                         if k != "iteration"}, step=done)
+        if validate or save:
+            _report(metrics, task.metric, done, save and rank == 0, model, optimizer,
+                    scheduler, scaler, history)
+    if start >= schedule.iterations:  # restarted after the last checkpoint: report it again
+        _report(metrics, task.metric, start, rank == 0, model, optimizer, scheduler, scaler,
+                history)
+
+
+def _report(metrics: dict[str, Any], metric: str, iteration: int, with_checkpoint: bool,
+            model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+            history: History) -> None:
+    """``ray.train.report`` on every rank (same count on all); rank 0 attaches the state."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    scalars.update(iteration=iteration, metric=scalars.get(metric, float("nan")))
+    if not with_checkpoint:
+        ray.train.report(scalars)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_state(Path(directory), model=model, optimizer=optimizer, scheduler=scheduler,
+                   scaler=scaler, iteration=iteration, history=history, metrics=metrics)
+        ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(directory))

@@ -1,0 +1,70 @@
+"""Ray Train plumbing: connect to (or start) Ray and build the ``TorchTrainer`` of a config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from pipeline.config.compose import as_dict
+from pipeline.config.schema import PipelineConfig
+from pipeline.training.loop import train_loop_per_worker
+
+
+def run_key(cfg: PipelineConfig) -> str:
+    """Stable name of a training run: experiment, profile and a hash of everything that shapes
+    the result. Same config → same key → an interrupted run resumes; a changed config (say φ)
+    starts afresh."""
+    shaping = {k: v for k, v in as_dict(cfg).items() if k not in ("tracking", "tune", "paths")}
+    digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg.run_name}-{digest}"
+
+
+def ensure_ray(cfg: PipelineConfig) -> None:
+    """Join ``scaling.address`` (``auto`` = the running cluster) or start a local instance."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # A local instance serves short runs: poll worker health more often than the 2 s default.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    if cfg.scaling.address:
+        ray.init(address=cfg.scaling.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.scaling.ray_num_cpus, include_dashboard=False,
+                 log_to_driver=True)
+
+
+def make_trainer(cfg: PipelineConfig, project_root: Path, *,
+                 tracking: dict[str, str] | None = None, name: str | None = None,
+                 storage_path: Path | None = None, callbacks: list[Any] | None = None,
+                 fault: dict[str, Any] | None = None) -> TorchTrainer:
+    """The ``TorchTrainer`` of ``cfg``: workers and resources from ``scaling``, DDP backend by
+    device (NCCL on GPU, gloo on CPU), checkpoints under ``paths.ray_storage`` keyed by the run
+    name, ``FailureConfig(max_failures)``."""
+    scaling = cfg.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker or 1
+    storage = storage_path or (project_root / cfg.paths.ray_storage)
+    storage.mkdir(parents=True, exist_ok=True)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": as_dict(cfg), "project_root": str(project_root),
+                           "tracking": tracking, "fault": fault},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name or run_key(cfg),
+            storage_path=str(storage.resolve()),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )

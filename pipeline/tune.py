@@ -1,0 +1,201 @@
+"""Stage ``tune``: a Ray Tune sweep over the sampling rates φ and the groups G (Tables 6, 7).
+
+Usage::
+
+    python -m pipeline.tune [profile=default] [tune.scheduler=asha] [key=value ...]
+
+Every trial is a Ray Train run (``TorchTrainer`` inside a Tune function trainable, the Train V2
+way; ``Tuner(trainer)`` is gone) of ``tune.base_experiment`` with the trial's φ and G, and an
+MLflow child run of one sweep run. Writes ``runs/<profile>/tune/results.{json,csv,md}``:
+trial, φ, G, metric, params, GMACs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from dgmn.metrics import count_complexity
+from pipeline.common.errors import run_stage
+from pipeline.common.fs import atomic_write_json, atomic_write_text
+from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
+from pipeline.config.compose import PROJECT_ROOT
+from pipeline.config.schema import ConfigError
+from pipeline.tracking import Tracker, git_commit, open_run, tracking_uri
+from pipeline.training.tasks import build_task
+from pipeline.training.trainer import ensure_ray, make_trainer, run_key
+
+TRIAL_CPUS = 0.25  # the trial's own actor only waits on its Train run
+
+
+def with_rates_and_groups(cfg: PipelineConfig, rates: Sequence[int], groups: int
+                          ) -> PipelineConfig:
+    """``cfg`` with the DGMN module's φ and G replaced (segmentation context or every inserted
+    DGMN of Mask R-CNN)."""
+    data = as_dict(cfg)
+    model = data["model"]
+    if model["name"] == "dilated_fcn":
+        if model.get("context") != "dgmn":
+            raise ConfigError(f"tune.base_experiment={cfg.experiment.name!r}: its model has "
+                              f"context={model.get('context')!r}, not a DGMN module to sweep")
+        model["context_kwargs"] = {**model["context_kwargs"], "rates": list(rates),
+                                   "groups": groups}
+    else:
+        specs = model.get("insert")
+        specs = specs if isinstance(specs, list) else [specs]
+        if not any(isinstance(s, dict) and s.get("module") == "dgmn" for s in specs):
+            raise ConfigError(f"tune.base_experiment={cfg.experiment.name!r}: insert must be a "
+                              "DGMN spec mapping to sweep φ and G")
+        for spec in specs:
+            spec["kwargs"] = {**spec.get("kwargs", {}), "rates": list(rates), "groups": groups}
+        model["insert"] = specs if len(specs) > 1 else specs[0]
+    data["experiment"]["name"] = (f"{cfg.experiment.name}/phi_{'_'.join(map(str, rates))}"
+                                  f"_g{groups}")
+    return from_dict(data)
+
+
+def model_complexity(cfg: PipelineConfig) -> tuple[float, float]:
+    """(params in M, GMACs in the paper's convention) of the whole model on one crop."""
+    model = build_task(cfg, PROJECT_ROOT).build_model().eval()
+    if cfg.data.task == "segmentation":
+        counts = count_complexity(model, torch.randn(1, 3, *cfg.data.crop_size))
+    else:
+        side = cfg.data.min_size
+        counts = count_complexity(model, [torch.rand(3, side, side)])
+    return counts.params_m, counts.paper_gmacs
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: one Ray Train run with this trial's φ and G."""
+    base = from_dict(config["cfg"])
+    cfg = with_rates_and_groups(base, config["rates"], config["groups"])
+    project_root = Path(config["project_root"])
+    tracker: Tracker | None = None
+    if config.get("parent"):
+        tracker = open_run(config["parent"]["uri"], cfg.tracking.experiment, cfg.run_name,
+                           run_key(cfg), params=as_dict(cfg),
+                           tags={"git_commit": config["parent"]["commit"],
+                                 "experiment": cfg.experiment.name, "profile": cfg.profile,
+                                 "rates": str(config["rates"]),
+                                 "groups": str(config["groups"])},
+                           parent_run_id=config["parent"]["run_id"])
+    trainer = make_trainer(cfg, project_root, callbacks=[TuneReportCallback()],
+                           tracking={"uri": tracker.uri, "run_id": tracker.run_id}
+                           if tracker else None)
+    try:
+        trainer.fit()
+    except Exception:
+        if tracker:
+            tracker.finish("FAILED")
+        raise
+    if tracker:
+        tracker.finish()
+
+
+def sweep(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
+    """Run the sweep of ``cfg.tune``; returns one row per trial."""
+    base = load_config([f"experiment={cfg.tune.base_experiment}", f"profile={cfg.profile}"])
+    base = from_dict({**as_dict(base), "tune": as_dict(cfg)["tune"],
+                      "tracking": as_dict(cfg)["tracking"], "scaling": as_dict(cfg)["scaling"]})
+    settings = cfg.tune
+    # Fail at start-up on a bad grid: every trial's config must validate and build.
+    complexity = {(tuple(r), g): model_complexity(with_rates_and_groups(base, r, g))
+                  for r in settings.rates for g in settings.groups}
+    parent: dict[str, str] | None = None
+    sweep_tracker: Tracker | None = None
+    if cfg.tracking.enabled:
+        uri = tracking_uri(cfg, project_root)
+        sweep_tracker = open_run(uri, cfg.tracking.experiment, f"tune-{base.run_name}",
+                                 f"tune-{run_key(base)}", params={"tune": as_dict(cfg)["tune"]},
+                                 tags={"git_commit": git_commit(project_root),
+                                       "profile": cfg.profile, "stage": "tune"})
+        parent = {"uri": uri, "run_id": sweep_tracker.run_id,
+                  "commit": git_commit(project_root)}
+    ensure_ray(cfg)
+    scheduler = None
+    if settings.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="iteration", max_t=base.schedule.iterations,
+                                  grace_period=min(base.schedule.val_every,
+                                                   base.schedule.iterations))
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": TRIAL_CPUS}),
+        param_space={"cfg": as_dict(base), "project_root": str(project_root), "parent": parent,
+                     "rates": tune.grid_search([list(r) for r in settings.rates]),
+                     "groups": tune.grid_search(list(settings.groups))},
+        tune_config=tune.TuneConfig(metric="metric", mode=settings.mode, scheduler=scheduler,
+                                    num_samples=settings.num_samples,
+                                    max_concurrent_trials=settings.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"tune-{run_key(base)}",
+                                  storage_path=str((project_root / cfg.paths.ray_storage)
+                                                   .resolve())),
+    )
+    grid = tuner.fit()
+    rows = []
+    for index, result in enumerate(grid):
+        rates, groups = result.config["rates"], result.config["groups"]
+        params_m, gmacs = complexity[(tuple(rates), groups)]
+        metrics = result.metrics or {}
+        rows.append({"trial": index, "rates": rates, "groups": groups,
+                     "metric": settings.metric,
+                     "value": metrics.get(settings.metric, float("nan")),
+                     "iterations": metrics.get("iteration"),
+                     "params_m": round(params_m, 4), "gmacs": round(gmacs, 4),
+                     "error": str(result.error) if result.error else None})
+    rows.sort(key=lambda r: (len(r["rates"]), r["rates"], r["groups"]))
+    if sweep_tracker:
+        best = max(rows, key=lambda r: r["value"] if settings.mode == "max" else -r["value"])
+        sweep_tracker.log_metrics({f"best_{settings.metric}": best["value"]}, step=0)
+    write_results(rows, project_root / cfg.paths.runs / cfg.profile / "tune")
+    if sweep_tracker:
+        for name in ("results.json", "results.csv", "results.md"):
+            sweep_tracker.log_artifact(project_root / cfg.paths.runs / cfg.profile / "tune" / name)
+        sweep_tracker.finish()
+    return rows
+
+
+def results_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    metric = rows[0]["metric"] if rows else "metric"
+    lines = [f"| trial | φ | G | {metric} | params (M) | GMACs |", "|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['trial']} | {{{', '.join(map(str, r['rates']))}}} | {r['groups']} | "
+              f"{r['value']:.2f} | {r['params_m']:.2f} | {r['gmacs']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(rows: Sequence[dict[str, Any]], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / "results.json", list(rows))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["trial"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "rates": " ".join(map(str, row["rates"]))})
+    atomic_write_text(directory / "results.csv", buffer.getvalue())
+    atomic_write_text(directory / "results.md", results_markdown(rows) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if any(o in ("-h", "--help") for o in overrides):
+        print(__doc__)
+        return
+    rows = sweep(load_config(overrides))
+    print(results_markdown(rows))
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        print(json.dumps(failed, indent=2), file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main, None))
+
