@@ -1,0 +1,1 @@
+"""Inference and evaluation shared by validation during training and the evaluate stage."""

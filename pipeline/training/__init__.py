@@ -1,0 +1,1 @@
+"""Training: the Ray Train worker loop, schedules, resumable batches, task adapters."""
