@@ -215,6 +215,12 @@ def test_fetch_coco2017_from_mirror(tmp_path, http_server, coco_mirror):
     assert _leftovers(root.parent) == []
 
 
+def test_fetch_coco2017_without_keeping_archives(tmp_path, http_server, coco_mirror):
+    root = fetch.run(_coco_cfg(tmp_path, http_server.url, coco_mirror, keep_archives=False))
+    assert (root / "annotations" / "instances_train2017.json").is_file()
+    assert list((tmp_path / "archives").iterdir()) == []
+
+
 def test_fetch_coco2017_resumes_cut_transfer(tmp_path, http_server, coco_mirror):
     http_server.served.cut_once["/zips/val2017.zip"] = 100
     root = fetch.run(_coco_cfg(tmp_path, http_server.url, coco_mirror))

@@ -341,3 +341,14 @@ def test_unknown_dataset_and_crowd_value(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(StageError, match="crowd must be 'keep' or 'drop'"):
         preprocess.run(_cfg("synthetic_coco", tmp_path / "raw", tmp_path, crowd="maybe"))
+
+
+def test_preprocess_config_is_hydra_compatible():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(OmegaConf.structured(preprocess.PreprocessConfig),
+                          {"dataset": "synthetic_coco", "crop": [32, 64],
+                           "categories": ["disc"], "max_images": 2})
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, preprocess.PreprocessConfig)
+    assert obj.crop == [32, 64] and obj.categories == ["disc"] and obj.splits == ["train", "val"]
