@@ -262,7 +262,7 @@ def run(cfg: PreprocessConfig) -> Path:
         body = (_cityscapes if kind == "cityscapes" else _coco)(cfg, raw, tmp)
         manifest = write_manifest(tmp, {
             "stage": "preprocess", "dataset": cfg.dataset, "kind": kind,
-            "config": to_jsonable(cfg),
+            "config": {k: v for k, v in to_jsonable(cfg).items() if k != "progress"},
             "source": {"root": str(raw), "fetch_info": fetch_info},
             **body,
         }, progress=cfg.progress)

@@ -58,12 +58,19 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if final.exists() or final.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old-", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        if final.exists() or final.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old-", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and (old / final.name).exists() and not final.exists():
+            os.replace(old / final.name, final)  # put the previous tree back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:

@@ -97,7 +97,8 @@ def http_server() -> Iterator[LocalServer]:
     handler = type("Handler", (_Handler,), {"served": served})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
     thread.start()
     try:
         yield LocalServer(f"http://127.0.0.1:{server.server_address[1]}", served)
