@@ -28,6 +28,13 @@ def tracking_uri(cfg: PipelineConfig, project_root: Path) -> str:
     return f"sqlite:///{(project_root / 'mlflow.db').resolve()}"
 
 
+def artifact_location(cfg: PipelineConfig, project_root: Path) -> str | None:
+    """Artifacts of the project's own SQLite store go to ``<project>/mlruns`` (gitignored)."""
+    if cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (project_root / "mlruns").resolve().as_uri()
+
+
 def git_commit(project_root: Path) -> str:
     """The checked-out commit (``unknown`` outside a git checkout), ``+dirty`` if modified."""
     try:
@@ -85,14 +92,18 @@ class Tracker:
 
 def open_run(uri: str, experiment: str, run_name: str, run_key: str,
              params: Mapping[str, Any], tags: Mapping[str, str],
-             parent_run_id: str | None = None) -> Tracker:
-    """Reuse the unfinished run tagged ``run_key`` or create one; log params and tags."""
+             parent_run_id: str | None = None,
+             artifact_location: str | None = None) -> Tracker:
+    """Reuse the unfinished run tagged ``run_key`` or create one; log params and tags.
+    ``artifact_location`` is used when the experiment is created (absolute, so artifacts land
+    in one place whichever directory a Ray worker runs in)."""
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=artifact_location)
     existing = client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' "
                                        "and attributes.status != 'FINISHED'",

@@ -25,14 +25,14 @@ from pipeline.common.errors import StageError, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
-from pipeline.tracking import Tracker, git_commit, open_run, tracking_uri
+from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
 from pipeline.training.state import History, load_model_weights
 from pipeline.training.tasks import build_task
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
 
 def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
-    return project_root / cfg.paths.runs / cfg.profile / cfg.experiment.name
+    return project_root / cfg.paths.runs / cfg.profile / cfg.trained_as
 
 
 def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:
@@ -80,7 +80,7 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
     state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
     history = History(**state["history"])
     final = {k: v for k, v in state["metrics"].items() if k != "confusion"}
-    final.update(metric=metric, **extra)
+    final.update(metric=metric, worker_nodes=history.worker_nodes, **extra)
     (directory / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
     (directory / "history.json").write_text(json.dumps(
         {"train": history.train,
@@ -109,7 +109,8 @@ def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
                   "dataset_manifest": manifest_hash(cfg, project_root),
                   "experiment": cfg.experiment.name, "table": cfg.experiment.table,
                   "profile": cfg.profile},
-            parent_run_id=parent_run_id)
+            parent_run_id=parent_run_id,
+            artifact_location=artifact_location(cfg, project_root))
         tracker.log_metrics({"params": params}, step=0)
     ensure_ray(cfg)
     trainer = make_trainer(cfg, project_root, name=key, fault=fault,

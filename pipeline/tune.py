@@ -31,7 +31,7 @@ from pipeline.common.fs import atomic_write_json, atomic_write_text
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.config.schema import ConfigError
-from pipeline.tracking import Tracker, git_commit, open_run, tracking_uri
+from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
 from pipeline.training.tasks import build_task
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
@@ -118,7 +118,8 @@ def sweep(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> list[dict[s
         sweep_tracker = open_run(uri, cfg.tracking.experiment, f"tune-{base.run_name}",
                                  f"tune-{run_key(base)}", params={"tune": as_dict(cfg)["tune"]},
                                  tags={"git_commit": git_commit(project_root),
-                                       "profile": cfg.profile, "stage": "tune"})
+                                       "profile": cfg.profile, "stage": "tune"},
+                                 artifact_location=artifact_location(cfg, project_root))
         parent = {"uri": uri, "run_id": sweep_tracker.run_id,
                   "commit": git_commit(project_root)}
     ensure_ray(cfg)

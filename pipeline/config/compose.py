@@ -37,12 +37,25 @@ def _with_experiment(overrides: Sequence[str], experiment: str) -> list[str]:
     return [*kept, f"experiment={experiment}"]
 
 
-def validate(raw: DictConfig) -> PipelineConfig:
-    """Resolve interpolations, apply ``model_overrides`` and instantiate the schema."""
+def _explicit_model_keys(overrides: Sequence[str]) -> set[str]:
+    """``model.<key>`` names set on the command line: profiles must not override those."""
+    keys = set()
+    for item in overrides:
+        path = item.lstrip("+~").split("=", 1)[0]
+        if path.startswith("model."):
+            keys.add(path.split(".")[1])
+    return keys
+
+
+def validate(raw: DictConfig, explicit: set[str] | frozenset[str] = frozenset()
+             ) -> PipelineConfig:
+    """Resolve interpolations, apply the profile's ``model_overrides`` (except to the model
+    keys in ``explicit``, set by the user) and instantiate the schema."""
     try:
         container: dict[str, Any] = OmegaConf.to_container(raw, resolve=True)  # type: ignore[assignment]
         model = dict(container.get("model") or {})
-        model.update((container.get("model_overrides") or {}).get(model.get("name"), {}) or {})
+        profile = (container.get("model_overrides") or {}).get(model.get("name"), {}) or {}
+        model.update({k: v for k, v in profile.items() if k not in explicit})
         container["model"] = model
         merged = OmegaConf.merge(OmegaConf.structured(PipelineConfig), container)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
@@ -52,15 +65,18 @@ def validate(raw: DictConfig) -> PipelineConfig:
 
 def load_config(overrides: Sequence[str] = ()) -> PipelineConfig:
     """Compose and validate; an experiment that is an alias of another (the same model and
-    training reused by several paper tables) resolves to that experiment."""
+    training reused by several paper tables) gets that experiment's settings and keeps its own
+    table and row (:attr:`PipelineConfig.trained_as` names the run it shares)."""
     raw = compose_raw(overrides)
     alias = OmegaConf.select(raw, "experiment.alias_of")
     if alias:
+        meta = raw.experiment
         raw = compose_raw(_with_experiment(overrides, alias))
         if OmegaConf.select(raw, "experiment.alias_of"):
             raise ConfigError(f"experiment {alias!r} is itself an alias; aliases must point "
                               "to a real experiment")
-    return validate(raw)
+        raw.experiment = meta  # the row it stands for; it trains as `alias`
+    return validate(raw, _explicit_model_keys(overrides))
 
 
 def as_dict(cfg: PipelineConfig) -> dict[str, Any]:
@@ -69,8 +85,8 @@ def as_dict(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> PipelineConfig:
-    """Inverse of :func:`as_dict` (re-validates)."""
-    return validate(OmegaConf.create(data))
+    """Inverse of :func:`as_dict` (re-validates; the model is taken as it is)."""
+    return validate(OmegaConf.create(data), frozenset(data.get("model", {})))
 
 
 def experiment_names(include_aliases: bool = False) -> list[str]:

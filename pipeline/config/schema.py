@@ -200,6 +200,11 @@ class PipelineConfig:
                      "detection data needs a detection model (mask_rcnn)")
 
     @property
+    def trained_as(self) -> str:
+        """The experiment whose training this one is (itself unless it is an alias)."""
+        return self.experiment.alias_of or self.experiment.name
+
+    @property
     def run_name(self) -> str:
         """Stable name of this experiment's training run (resume key, output folder)."""
-        return f"{self.experiment.name.replace('/', '-')}-{self.profile}"
+        return f"{self.trained_as.replace('/', '-')}-{self.profile}"

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray.train
 import ray.train.torch
+import ray.util
 import torch
 from torch import nn
 
@@ -47,6 +48,16 @@ def _maybe_inject_fault(fault: dict[str, Any] | None, rank: int, iteration: int)
         return
     marker.write_text(f"killed pid {os.getpid()} at iteration {iteration}\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _worker_nodes(world: int) -> list[str]:
+    """The node IP of every rank (gathered over the process group)."""
+    ip = ray.util.get_node_ip_address()
+    if world == 1:
+        return [ip]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, ip)
+    return gathered
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -81,6 +92,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[{cfg.run_name}] resumed from iteration {start}", flush=True)
 
+    history.worker_nodes = _worker_nodes(world)
+    if rank == 0:
+        print(f"[{cfg.run_name}] {world} worker(s) on nodes {history.worker_nodes}", flush=True)
     tracker = Tracker(**config["tracking"]) if config.get("tracking") and rank == 0 else None
     schedule = cfg.schedule
     loader = iteration_loader(task.train_dataset(), schedule.batch_size, cfg.seed, start,

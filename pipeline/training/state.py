@@ -25,6 +25,7 @@ class History:
 
     train: list[dict[str, float]] = field(default_factory=list)
     val: list[dict[str, Any]] = field(default_factory=list)
+    worker_nodes: list[str] = field(default_factory=list)  # node IP of each rank
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -59,7 +60,8 @@ def save_state(directory: Path, *, model: nn.Module, optimizer: torch.optim.Opti
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_states(),
-        "history": {"train": history.train, "val": history.val},
+        "history": {"train": history.train, "val": history.val,
+                    "worker_nodes": history.worker_nodes},
         "metrics": metrics,
     }
     path = directory / STATE_FILE

@@ -21,7 +21,8 @@ def run_key(cfg: PipelineConfig) -> str:
     """Stable name of a training run: experiment, profile and a hash of everything that shapes
     the result. Same config → same key → an interrupted run resumes; a changed config (say φ)
     starts afresh."""
-    shaping = {k: v for k, v in as_dict(cfg).items() if k not in ("tracking", "tune", "paths")}
+    shaping = {k: v for k, v in as_dict(cfg).items()
+               if k not in ("tracking", "tune", "paths", "experiment")}
     digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
     return f"{cfg.run_name}-{digest}"
 
