@@ -12,6 +12,7 @@ background, so COCO's 80 categories give ``num_classes=81`` (not torchvision's s
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from collections.abc import Mapping, Sequence
@@ -65,7 +66,7 @@ def resolve_insert(insert: InsertArg) -> list[dict[str, Any]]:
     """Turn a preset name (:data:`MASK_RCNN_PRESETS`), a spec or a list of specs into specs."""
     if isinstance(insert, str):
         try:
-            return [dict(spec) for spec in MASK_RCNN_PRESETS[insert]]
+            return copy.deepcopy(list(MASK_RCNN_PRESETS[insert]))
         except KeyError:
             raise ValueError(f"unknown insert preset insert={insert!r}; known presets: "
                              f"{', '.join(MASK_RCNN_PRESETS)} (or give a spec mapping)") from None

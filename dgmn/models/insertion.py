@@ -6,8 +6,9 @@ An insertion spec is a mapping ``{"module": <context module name>, "at": <point(
 or a list of them. Points, for ``k`` in 2…5 (``res{k}`` is torchvision's ``layer{k-1}``):
 
 - ``res{k}``: one module right before the last residual block of the stage (Non-local's
-  placement, Wang et al. 2018 §4.1; the paper's Table 2 "res4" rows). It sees the stage's output
-  channels (1024 for res4 of ResNet-50).
+  placement, Wang et al. 2018 §4.1; the paper's Table 2 "res4" rows). It sees the last block's
+  input: the stage's output channels (1024 for res4 of ResNet-50), or the previous stage's for
+  a one-block stage (``resnet_tiny``).
 - ``c{k}``: one module after every 3×3 conv of the stage (the paper's "C5" / "C4, C5": "after all
   3×3 conv layers in res5"), ``len(stage)`` modules on Bottleneck stages. Placement inside the
   block: **conv → BN → module → ReLU**, i.e. the BN that follows the 3×3 conv becomes
@@ -17,9 +18,9 @@ or a list of them. Points, for ``k`` in 2…5 (``res{k}`` is torchvision's ``lay
   and its BN would make the frozen normalisation wrong from the first step. Why before the
   ReLU: the DGMN update is ``h = ReLU(f + BN(W m))`` (Eq. 2), so with ``f`` the normalised,
   not yet rectified features the block's own ReLU (idempotent after DGMN's) is the update's
-  nonlinearity, and residual baselines (GCNet, Non-local, CCNet) add their context to the
-  pre-activation features likewise. (mmdetection's ``after_conv2`` plugins run after the ReLU
-  instead; with torchvision's shared ``relu`` that order would need a second ReLU.)
+  nonlinearity. (mmdetection's ``after_conv2`` plugins run after the ReLU instead; with
+  torchvision's shared ``relu`` that order would need a second ReLU after the module.) The
+  same placement is used for every module name at ``c{k}``, baselines included.
 - ``c{k}_residual``: one module at the end of every block's residual branch, after its last conv
   and BN and before the identity is added (GCNet's own placement, Cao et al. 2019 §4, and
   mmdetection's ``after_conv3`` plugin position); the block's last BN becomes
@@ -244,7 +245,8 @@ def insert_modules(model: ResNet, insert: Mapping[str, Any] | Sequence[Mapping[s
 
     Args:
         model: a torchvision ResNet (Bottleneck or BasicBlock stages).
-        insert: spec(s), see the module docstring; all are validated before anything changes.
+        insert: spec(s), see the module docstring. Module names, points and spec keys are all
+            validated before anything changes; module kwargs when each module is built.
 
     Returns:
         Qualified names (``model.get_submodule(name)``) of the new modules, in insertion order.

@@ -59,3 +59,18 @@ def test_bad_configs(cfg, match: str) -> None:
 
 def test_registry_names() -> None:
     assert set(MODELS) == {"dilated_fcn", "mask_rcnn"}
+
+
+def test_omegaconf_containers() -> None:
+    """The pipeline may pass Hydra's DictConfig / ListConfig directly."""
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({
+        "name": "mask_rcnn", "backbone": "resnet_tiny", "num_classes": 5, "min_size": 96,
+        "insert": [{"module": "gcnet", "at": ["c4", "c5"]}],
+    })
+    model = build_model(cfg)
+    assert len(model.inserted_modules) == 2
+    fcn = build_model(omegaconf.OmegaConf.create({
+        "name": "dilated_fcn", "backbone": "resnet_tiny", "multi_grid": [2], "channels": 16,
+        "context": "dgmn", "context_kwargs": {"rates": [1, 6]}}))
+    assert fcn.backbone.layer4[0].conv2.dilation == (8, 8) and fcn.context.rates == (1, 6)
