@@ -617,9 +617,10 @@ def sweep_rows(s: Settings) -> list[dict[str, Any]]:
                        KernelConfig(2, 8, 128, 4), KernelConfig(8, 8, 64, 8),
                        KernelConfig(8, 8, 64, 4), KernelConfig(4, 16, 64, 8),
                        KernelConfig(8, 8, 128, 8), KernelConfig(4, 8, 64, 4)]
-    backward_configs = [default_config(cg, True), KernelConfig(4, 8, 128, 4),
-                        KernelConfig(2, 8, 128, 4), KernelConfig(8, 8, 64, 8),
-                        KernelConfig(4, 4, 128, 4), KernelConfig(4, 8, 64, 4)]
+    backward_configs = [default_config(cg, True), KernelConfig(4, 8, 128, 8),
+                        KernelConfig(2, 8, 128, 4), KernelConfig(4, 8, 64, 8),
+                        KernelConfig(8, 8, 64, 8), KernelConfig(4, 4, 128, 4),
+                        KernelConfig(4, 8, 64, 4)]
     results = []
     for height, width in s.sizes:
         sets = [op_inputs(s, height, width, s.dtype) for _ in range(num_input_sets(

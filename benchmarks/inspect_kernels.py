@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     cg = args.channels // args.groups
     rows = []
     for name in KERNELS:
-        config = default_config(cg, backward=name != "fwd")
+        config = default_config(cg, backward=name != "fwd",
+                                element_size=4 if args.dtype == "fp32" else 2)
         rows.append(compile_report(name, config, arch=args.arch, dump_dir=args.dump_dir,
                                    **problem))
     for row in rows:

@@ -47,11 +47,18 @@ class KernelConfig:
                 raise ValueError(f"{name} must be a positive power of two, got {value}")
 
 
-def default_config(channels_per_group: int, backward: bool) -> KernelConfig:
-    """Default blocking: ≤128 channels of one group × 32-64 positions (4096 elements)."""
+def default_config(channels_per_group: int, backward: bool,
+                   element_size: int = 2) -> KernelConfig:
+    """Default blocking: up to 128 channels of one group × 16-64 positions, 8 warps.
+
+    Forward programs hold 4096 elements for 2-byte inputs, 2048 for fp32; backward programs
+    2048 (their tiles are fp32). That keeps 8-16 elements per thread: 48-80 registers for
+    sm_90 at the benchmark size, no spills (see ``benchmarks/inspect_kernels.py``).
+    """
     block_c = min(triton.next_power_of_2(channels_per_group), 128)
-    positions = min(max(4096 // block_c, 16), 64)
-    tile_w = 8 if positions >= 32 else 4
+    elements = 2048 if backward or element_size > 2 else 4096
+    positions = min(max(elements // block_c, 16), 64)
+    tile_w = 8
     return KernelConfig(tile_h=positions // tile_w, tile_w=tile_w, block_c=block_c,
                         num_warps=8)
 
@@ -71,9 +78,11 @@ def kernel_config(forward: KernelConfig | None = None,
         _OVERRIDES.update(previous)
 
 
-def _config(channels_per_group: int, backward: bool) -> KernelConfig:
+def _config(problem: _Problem, backward: bool) -> KernelConfig:
     chosen = _OVERRIDES["backward" if backward else "forward"]
-    return chosen if chosen is not None else default_config(channels_per_group, backward)
+    if chosen is not None:
+        return chosen
+    return default_config(problem.channels_per_group, backward, problem.element_size)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,6 +146,7 @@ class _Problem:
     num_rates: int
     groups: int
     kernel_size: int
+    element_size: int = 2
 
     @property
     def channels_per_group(self) -> int:
@@ -154,7 +164,7 @@ def _launch_shape(problem: _Problem, config: KernelConfig) -> tuple[tuple[int, i
 
 def _forward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates: Tensor,
              out: Tensor, problem: _Problem, interpret: bool) -> None:
-    config = _config(problem.channels_per_group, backward=False)
+    config = _config(problem, backward=False)
     grid, chunks = _launch_shape(problem, config)
     walks_arg = walks if walks is not None else features_cl
     walk_strides = walks.stride() if walks is not None else (0,) * 6
@@ -189,7 +199,7 @@ def _backward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates:
     walk_strides = walks.stride() if walks is not None else (0,) * 6
     grad_feat = grad_walk = grad_weight = None
     if need_feat:
-        config = _config(p.channels_per_group, backward=True)
+        config = _config(p, backward=True)
         grid, chunks = _launch_shape(p, config)
         grad_feat = torch.zeros((p.batch, p.height, p.width, p.channels), dtype=torch.float32,
                                 device=device)
@@ -204,7 +214,7 @@ def _backward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates:
         if compiled is not None and not interpret:
             LAST_COMPILED["backward_features"] = compiled
     if need_walk or need_weight:
-        config = _config(p.channels_per_group, backward=True)
+        config = _config(p, backward=True)
         grid, chunks = _launch_shape(p, config)
         atomic_walk = p.groups * chunks > 1
         atomic_weight = chunks > 1
@@ -249,7 +259,7 @@ class FusedAggregation(torch.autograd.Function):
                 rates: tuple[int, ...], kernel_size: int) -> Tensor:
         batch, channels, height, width = features.shape
         problem = _Problem(batch, channels, height, width, len(rates), weights.shape[2],
-                           kernel_size)
+                           kernel_size, features.element_size())
         interpret = not features.is_cuda
         # Channels-last: each bilinear corner reads C/G contiguous channels. A no-op when the
         # caller already works in channels_last; the copy is what backward keeps.
