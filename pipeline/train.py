@@ -36,11 +36,12 @@ def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
 
 
 def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:
-    """Hash of the preprocessed dataset's manifest (``unknown`` if it has none)."""
-    from pipeline.common.fs import file_digest
-
+    """The content digest of the preprocessed dataset (its manifest's ``digest``)."""
     manifest = project_root / cfg.paths.processed / cfg.data.dataset / "manifest.json"
-    return file_digest(manifest) if manifest.is_file() else "unknown"
+    try:
+        return str(json.loads(manifest.read_text())["digest"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
 
 
 def preflight(cfg: PipelineConfig, project_root: Path) -> int:

@@ -1,0 +1,210 @@
+"""Training and sweeps on the synthetic data: outputs, MLflow record, fault tolerance, a
+two-node Ray cluster on loopback addresses, a Tune sweep. Slow: they start Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from pipeline.config import load_config
+from pipeline.config.compose import PROJECT_ROOT
+from pipeline.fetch import FetchConfig
+from pipeline.fetch import run as fetch
+from pipeline.preprocess import PreprocessConfig
+from pipeline.preprocess import run as preprocess
+from pipeline.synthetic.cityscapes import SyntheticCityscapesConfig
+from pipeline.train import train
+from pipeline.tune import sweep
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+EXPERIMENT = "experiment=table1/dgmn_da_dw_ds"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A synthetic Cityscapes (8 train / 4 val images) and overrides pointing every output
+    (runs, Ray storage, MLflow store) into a temporary folder."""
+    root = tmp_path_factory.mktemp("project")
+    raw = root / "raw" / "synthetic_cityscapes"
+    fetch(FetchConfig(dataset="synthetic_cityscapes", root=raw, progress=False,
+                      synthetic_cityscapes=SyntheticCityscapesConfig(num_train=8, num_val=4)))
+    preprocess(PreprocessConfig(dataset="synthetic_cityscapes", raw_root=raw,
+                                out_root=root / "processed" / "synthetic_cityscapes",
+                                progress=False))
+    overrides = [f"paths.processed={root / 'processed'}", f"paths.runs={root / 'runs'}",
+                 f"paths.ray_storage={root / 'ray'}",
+                 f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "profile=smoke"]
+    return {"root": root, "overrides": overrides, "uri": f"sqlite:///{root / 'mlflow.db'}"}
+
+
+@pytest.fixture
+def local_ray():
+    yield
+    ray.shutdown()
+
+
+def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
+    cfg = load_config([EXPERIMENT, *project["overrides"]])
+    final = train(cfg)
+    out = project["root"] / "runs" / "smoke" / "table1" / "dgmn_da_dw_ds"
+    for name in ("metrics.json", "history.json", "config.json", "model.pt", "curves.png",
+                 "confusion.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(final))
+    assert 0.0 <= metrics["miou"] <= 100.0 and metrics["iteration"] == cfg.schedule.iterations
+    history = json.loads((out / "history.json").read_text())
+    assert [r["iteration"] for r in history["train"]] == [1, 2, 3, 4]
+    assert [r["iteration"] for r in history["val"]] == [2, 4]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    client = MlflowClient(project["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("dgmn").experiment_id],
+                              filter_string="tags.experiment = 'table1/dgmn_da_dw_ds'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.context_kwargs.rates"] == "[1, 6, 12, 24, 36]"
+    assert run.data.params["schedule.lr"] == "0.01"
+    assert len(run.data.tags["git_commit"]) >= 40
+    assert len(run.data.tags["dataset_manifest"]) == 64
+    assert run.data.metrics["val_miou"] == pytest.approx(metrics["miou"])
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2, 3, 4]
+    lrs = [m.value for m in client.get_metric_history(run.info.run_id, "lr")]
+    assert lrs[0] == pytest.approx(0.01) and lrs == sorted(lrs, reverse=True)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "config.json", "curves.png", "model.pt", "confusion.json"} <= artifacts
+
+
+def test_killed_worker_resumes_and_ends_like_an_uninterrupted_run(project, local_ray, tmp_path):
+    overrides = [EXPERIMENT, *project["overrides"], "schedule.iterations=6",
+                 "schedule.checkpoint_every=2", "schedule.val_every=3", "tracking.enabled=false"]
+    clean = train(load_config([*overrides, f"paths.ray_storage={tmp_path / 'clean'}"]))
+    marker = tmp_path / "killed"
+    resumed = train(load_config([*overrides, f"paths.ray_storage={tmp_path / 'faulty'}"]),
+                    fault={"iteration": 3, "marker": str(marker)})
+    assert marker.read_text().startswith("killed pid")  # the worker really died mid-run
+    for key in ("miou", "pixel_accuracy", "iou_per_class", "iteration"):
+        assert resumed[key] == clean[key], key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        return s.getsockname()[1]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _stop(pids: list[int]) -> None:
+    """SIGTERM these processes, SIGKILL what is left after 10 s (zombies count as gone)."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for proc in filter(_alive, procs):
+            try:
+                proc.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        deadline = time.monotonic() + wait
+        while any(map(_alive, procs)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def test_two_node_cluster_on_loopback_trains_across_both_nodes(project):
+    """A Ray head on 127.0.0.2 and a second node on 127.0.0.3; a 2-worker DDP training must
+    place one worker on each; both nodes are stopped by PID."""
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    env = {**os.environ, "HOME": str(temp), "RAY_TMPDIR": str(temp), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    port = _free_port()
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    node = ["--num-cpus=1", "--memory=2000000000", "--object-store-memory=200000000",
+            "--disable-usage-stats"]
+    before = set(psutil.pids())
+    try:
+        subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.2",
+                        f"--port={port}", f"--temp-dir={temp}", *node], env=env, check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([ray_cli, "start", f"--address=127.0.0.2:{port}",
+                        "--node-ip-address=127.0.0.3", *node], env=env, check=True,
+                       capture_output=True, timeout=120)
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline.train", EXPERIMENT, *project["overrides"],
+             f"scaling.address=127.0.0.2:{port}", "scaling.num_workers=2",
+             "scaling.cpus_per_worker=1", "schedule.iterations=2", "schedule.val_every=2",
+             "schedule.checkpoint_every=2"],
+            env={**env, "RAY_NODE_IP_ADDRESS": "127.0.0.2"}, cwd=PROJECT_ROOT,
+            capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert time.monotonic() - started < 600
+    finally:
+        ours = [pid for pid in set(psutil.pids()) - before if _is_ours(pid, str(temp))]
+        _stop(ours)
+        assert not any(_alive(psutil.Process(p)) for p in ours if psutil.pid_exists(p))
+    metrics = json.loads((project["root"] / "runs" / "smoke" / "table1" / "dgmn_da_dw_ds"
+                          / "metrics.json").read_text())
+    assert sorted(metrics["worker_nodes"]) == ["127.0.0.2", "127.0.0.3"]
+    assert metrics["iteration"] == 2
+
+
+def _is_ours(pid: int, temp: str) -> bool:
+    """A process started for this test: its command line or environment names our temp dir."""
+    try:
+        proc = psutil.Process(pid)
+        return temp in " ".join(proc.cmdline()) or proc.environ().get("RAY_TMPDIR") == temp
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def test_tune_sweep_writes_the_results_table_and_child_runs(project, local_ray):
+    cfg = load_config([*project["overrides"], "tune.rates=[[1],[1,2]]", "tune.groups=[2]",
+                       "schedule.iterations=2"])
+    rows = sweep(cfg)
+    assert [(r["rates"], r["groups"]) for r in rows] == [([1], 2), ([1, 2], 2)]
+    for row in rows:
+        assert row["error"] is None and 0.0 <= row["value"] <= 100.0
+        assert row["params_m"] > 0 and row["gmacs"] > 0
+    assert rows[1]["gmacs"] > rows[0]["gmacs"]  # a second rate adds predictor convs
+    table = (project["root"] / "runs" / "smoke" / "tune" / "results.md").read_text()
+    assert "| {1, 2} | 2 |" in table
+    client = MlflowClient(project["uri"])
+    experiment = client.get_experiment_by_name("dgmn").experiment_id
+    parent = client.search_runs([experiment], filter_string="tags.stage = 'tune'")[0]
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+
+
+def test_missing_dataset_root_stops_before_ray_with_one_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", EXPERIMENT, "profile=smoke",
+         f"paths.processed={tmp_path / 'nowhere'}", "tracking.enabled=false"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "nowhere/synthetic_cityscapes: dataset root not found" in result.stderr
+    assert "Traceback" not in result.stderr
