@@ -6,7 +6,7 @@ Usage::
 
 Checks the config, the dataset root and that the model builds before any worker starts; then
 trains (resuming an interrupted run of the same config), and writes
-``runs/<profile>/<experiment>/``: ``metrics.json`` (final validation), ``history.json`` (loss,
+``runs/<profile>/train/<experiment>/``: ``metrics.json`` (final validation), ``history.json`` (loss,
 LR and validation curves), ``config.json``, ``model.pt`` (weights) and ``curves.png``, all
 atomically (built in a temporary directory, then renamed).
 """
@@ -32,7 +32,7 @@ from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
 
 def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
-    return project_root / cfg.paths.runs / cfg.profile / cfg.trained_as
+    return project_root / cfg.paths.runs / cfg.profile / "train" / cfg.trained_as
 
 
 def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:

@@ -59,7 +59,7 @@ def local_ray():
 def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
     cfg = load_config([EXPERIMENT, *project["overrides"]])
     final = train(cfg)
-    out = project["root"] / "runs" / "smoke" / "table1" / "dgmn_da_dw_ds"
+    out = project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"
     for name in ("metrics.json", "history.json", "config.json", "model.pt", "curves.png",
                  "confusion.json"):
         assert (out / name).is_file(), name
@@ -166,7 +166,7 @@ def test_two_node_cluster_on_loopback_trains_across_both_nodes(project):
         ours = [pid for pid in set(psutil.pids()) - before if _is_ours(pid, str(temp))]
         _stop(ours)
         assert not any(_alive(psutil.Process(p)) for p in ours if psutil.pid_exists(p))
-    metrics = json.loads((project["root"] / "runs" / "smoke" / "table1" / "dgmn_da_dw_ds"
+    metrics = json.loads((project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"
                           / "metrics.json").read_text())
     assert sorted(metrics["worker_nodes"]) == ["127.0.0.2", "127.0.0.3"]
     assert metrics["iteration"] == 2
