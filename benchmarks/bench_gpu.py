@@ -91,6 +91,7 @@ class Settings:
     graphs: bool = True
     channels_last: bool = True
     sweep: bool = True
+    extended: bool = True  # backward breakdown rows, both feature-gradient variants checked
 
     @property
     def cuda(self) -> bool:
@@ -101,8 +102,8 @@ def dry_run_settings() -> Settings:
     return Settings(device=torch.device("cpu"), dtype=torch.float32, batch=1, channels=8,
                     groups=2, rates=(1, 2), sizes=((5, 6),), image=(32, 64), crop=33,
                     train_batch=2, backbone="resnet_tiny", fcn_channels=32, min_reps=1,
-                    max_reps=1, warmup=0,
-                    budget_s=0.0, graphs=False, sweep=False)
+                    max_reps=1, warmup=0, budget_s=0.0, graphs=False, sweep=False,
+                    extended=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,12 +374,18 @@ def check_correctness(s: Settings) -> list[dict[str, Any]]:
     height, width = s.sizes[0]
     checks = []
     bounds = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-    for dtype in (torch.float32, torch.bfloat16):
+    from dgmn.ops.triton import kernel_config
+
+    combos = [(torch.float32, "gather"), (torch.bfloat16, "gather")]
+    if s.extended:
+        combos += [(torch.float32, "scatter"), (torch.bfloat16, "scatter")]
+    for dtype, feature_grad in combos:
         inputs = op_inputs(s, height, width, dtype)
         names = ("features", "walks", "weights")
-        out = aggregate_fused(*(inputs[n] for n in names), s.rates, KS)
-        grad_out = torch.randn_like(out)
-        grads = torch.autograd.grad(out, [inputs[n] for n in names], grad_out)
+        with kernel_config(feature_grad=feature_grad):
+            out = aggregate_fused(*(inputs[n] for n in names), s.rates, KS)
+            grad_out = torch.randn_like(out)
+            grads = torch.autograd.grad(out, [inputs[n] for n in names], grad_out)
         # reference in fp32 (fp64 on CPU) on the very same values
         ref_dtype = torch.float64 if not s.cuda else torch.float32
         high = {n: inputs[n].detach().to(ref_dtype).requires_grad_() for n in names}
@@ -388,7 +395,8 @@ def check_correctness(s: Settings) -> list[dict[str, Any]]:
         errors.update({n: rel_error(g, r) for n, g, r in zip(names, grads, ref_grads,
                                                              strict=True)})
         bound = bounds[dtype]
-        checks.append({"check": "fused_vs_reference", "dtype": str(dtype).removeprefix("torch."),
+        checks.append({"check": f"fused_vs_reference ({feature_grad} feature grad)",
+                       "dtype": str(dtype).removeprefix("torch."),
                        "size": f"{height}x{width}", "bound": bound,
                        "rel_errors": {k: float(f"{v:.3g}") for k, v in errors.items()},
                        "passed": all(v < bound for v in errors.values())})
@@ -473,17 +481,40 @@ def op_rows(s: Settings) -> list[Row]:
                                  lambda t, fn=fn: fn(t["features"], t["walks"], t["weights"],
                                                      s.rates),
                                  names, (), s, graphs=graphs)
-        row = add("dgmn_fused_channels_last_in")
-        with guarded(row):
-            def make_cl(h: int = height, w: int = width) -> dict[str, Any]:
-                t = op_inputs(s, h, w, dtype, requires_grad=False)
-                t["features"] = t["features"].contiguous(memory_format=torch.channels_last)
-                for v in t.values():
-                    v.requires_grad_()
-                return t
+        # where backward time goes: each backward kernel alone, and the atomic variant
+        from dgmn.ops.triton import kernel_config
 
-            measure_callable(row, make_cl, lambda t: _fused_call(
-                t["features"], t["walks"], t["weights"], s.rates), names, (), s)
+        breakdown = (
+            ("dgmn_fused_scatter", names, "scatter"),
+            ("dgmn_fused_grad_features_only", ("features",), None),
+            ("dgmn_fused_grad_features_only_scatter", ("features",), "scatter"),
+            ("dgmn_fused_grad_walks_weights_only", ("walks", "weights"), None),
+        )
+        for label, wrt, feature_grad in breakdown if s.extended else ():
+            row = add(label)
+            with guarded(row), kernel_config(feature_grad=feature_grad):
+                def make_some(h: int = height, w: int = width, wrt: tuple[str, ...] = wrt
+                              ) -> dict[str, Any]:
+                    t = op_inputs(s, h, w, dtype, requires_grad=False)
+                    for n in wrt:
+                        t[n].requires_grad_()
+                    return t
+
+                measure_callable(row, make_some, lambda t: _fused_call(
+                    t["features"], t["walks"], t["weights"], s.rates), wrt, (), s)
+
+        def make_cl(h: int = height, w: int = width) -> dict[str, Any]:
+            t = op_inputs(s, h, w, dtype, requires_grad=False)
+            t["features"] = t["features"].contiguous(memory_format=torch.channels_last)
+            for v in t.values():
+                v.requires_grad_()
+            return t
+
+        if s.extended:  # no layout copy of the features in forward
+            row = add("dgmn_fused_channels_last_in")
+            with guarded(row):
+                measure_callable(row, make_cl, lambda t: _fused_call(
+                    t["features"], t["walks"], t["weights"], s.rates), names, (), s)
 
         # the public op: weights combined in PyTorch (softmax, β, filters), then the kernel
         row = add("dgmn_op_auto")

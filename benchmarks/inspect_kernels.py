@@ -58,10 +58,11 @@ def _specialise(fn: Any, values: dict[str, Any], constexprs: set[str]
 
 
 def kernel_arguments(batch: int, channels: int, height: int, width: int, num_rates: int,
-                     groups: int, kernel_size: int, dtype: str, walks: bool, backward: bool,
+                     groups: int, kernel_size: int, dtype: str, walks: bool, kernel: str,
                      config: KernelConfig, output_nchw: bool = True
                      ) -> tuple[dict[str, Any], set[str]]:
-    """Argument values of a launch on contiguous inputs (features converted channels-last)."""
+    """Argument values of a launch of ``kernel`` (a key of ``KERNELS``) as ``fused`` makes it
+    on contiguous inputs: features and grad_out converted channels-last."""
     k = kernel_size * kernel_size
     hw = height * width
     cg = channels // groups
@@ -81,12 +82,17 @@ def kernel_arguments(batch: int, channels: int, height: int, width: int, num_rat
     out_strides = ((channels * hw, hw, width, 1) if output_nchw
                    else (channels * hw, 1, width * channels, channels))
     constexprs = {"KS", "HAS_WALKS", "CHUNKS", "TILE_H", "TILE_W", "BLOCK_C"}
-    if not backward:
+    if kernel == "cell_keys":
+        values.update({"keys_ptr": "*i32", "total": batch * num_rates * k * hw, "BLOCK": 1024})
+        return values, {"KS", "BLOCK"}
+    if kernel == "fwd":
         values["out_ptr"] = ptr
         values.update(zip(("so_b", "so_c", "so_h", "so_w"), out_strides, strict=True))
         return values, constexprs
+    cl_strides = (channels * hw, 1, width * channels, channels)
     values.update({
-        "gout_ptr": ptr, "gfeat_ptr": "*fp32", "gwalk_ptr": "*fp32",
+        "gout_ptr": ptr, "gfeat_ptr": ptr, "gwalk_ptr": "*fp32",
+        "order_ptr": "*i32", "starts_ptr": "*i32", "tile_max_ptr": "*i32",
         "gweight_ptr": "*fp32" if chunks > 1 else ptr,
         "sgf_b": hw * channels, "sgf_h": width * channels, "sgf_w": channels,
         "sgk_b": num_rates * k * 2 * hw, "sgk_q": k * 2 * hw, "sgk_k": 2 * hw, "sgk_d": hw,
@@ -95,10 +101,10 @@ def kernel_arguments(batch: int, channels: int, height: int, width: int, num_rat
         "NEED_WALK": walks, "NEED_WEIGHT": True,
         "ATOMIC_WALK": groups * chunks > 1, "ATOMIC_WEIGHT": chunks > 1,
     })
-    # backward reads grad_out converted to fp32 channels-last
-    values["gout_ptr"] = "*fp32"
-    values.update(zip(("sgo_b", "sgo_c", "sgo_h", "sgo_w"),
-                      (channels * hw, 1, width * channels, channels), strict=True))
+    values.update(zip(("sgo_b", "sgo_c", "sgo_h", "sgo_w"), cl_strides, strict=True))
+    values["sgf_c"] = 1
+    if kernel == "bwd_feat_scatter":  # fp32 grad_out and fp32 accumulation buffer
+        values.update(gout_ptr="*fp32", gfeat_ptr="*fp32")
     constexprs |= {"NEED_WALK", "NEED_WEIGHT", "ATOMIC_WALK", "ATOMIC_WEIGHT"}
     return values, constexprs
 
@@ -124,8 +130,9 @@ def _resource_usage(cubin: Path) -> dict[str, int]:
     return usage
 
 
-KERNELS = {"fwd": "dgmn_fwd_kernel", "bwd_feat": "dgmn_bwd_feat_kernel",
-           "bwd_param": "dgmn_bwd_param_kernel"}
+KERNELS = {"fwd": "dgmn_fwd_kernel", "bwd_feat_gather": "dgmn_bwd_feat_gather_kernel",
+           "bwd_feat_scatter": "dgmn_bwd_feat_kernel", "bwd_param": "dgmn_bwd_param_kernel",
+           "cell_keys": "dgmn_cell_keys_kernel"}
 
 
 def compile_report(name: str, config: KernelConfig, *, arch: int = 90,
@@ -133,8 +140,8 @@ def compile_report(name: str, config: KernelConfig, *, arch: int = 90,
                    **problem: Any) -> dict[str, Any]:
     """Compile kernel ``name`` (a key of ``KERNELS``) for ``sm_<arch>``; resources and mix."""
     fn = getattr(_kernels, KERNELS[name])
-    values, constexprs = kernel_arguments(backward=name != "fwd", config=config,
-                                          output_nchw=output_nchw, **problem)
+    values, constexprs = kernel_arguments(kernel=name, config=config, output_nchw=output_nchw,
+                                          **problem)
     values = {key: value for key, value in values.items() if key in fn.arg_names}
     constexprs &= set(fn.arg_names)
     signature, constants, attrs = _specialise(fn, values, constexprs)

@@ -55,8 +55,8 @@ def test_without_cuda_exits_with_a_message(tmp_path, capsys):
 @pytest.mark.slow
 def test_kernels_compile_for_h100_without_spills(tmp_path, monkeypatch):
     """ptxas runs on the CPU: the kernels must build for sm_90 at the benchmark size, the
-    gathers must be 16-byte vector loads, the loop must not spill, and the scatter kernel
-    must need no shared-memory layout conversion between its loads and its atomics."""
+    gathers must be 16-byte vector loads, nothing may spill, the gather backward must use no
+    atomics, and the scatter variant no shared-memory layout conversion before its atomics."""
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
     inspect = load_script("inspect_kernels")
     report = {row["kernel"]: row for row in (
@@ -64,12 +64,13 @@ def test_kernels_compile_for_h100_without_spills(tmp_path, monkeypatch):
                                dump_dir=tmp_path, batch=2, channels=512, height=97, width=97,
                                num_rates=5, groups=4, kernel_size=3, dtype="bf16", walks=True)
         for name in inspect.KERNELS)}
-    assert set(report) == {"fwd", "bwd_feat", "bwd_param"}
+    assert set(report) == set(inspect.KERNELS)
     for name, row in report.items():
-        assert row["reg"] <= 255 and row["stack"] <= 16, (name, row)
-    assert report["fwd"]["stack"] == 0 and report["bwd_feat"]["stack"] == 0
-    assert report["fwd"]["sass"].get("LDG.E.128", 0) > 0
-    assert report["bwd_param"]["sass"].get("LDG.E.128", 0) > 0
-    feat = report["bwd_feat"]["sass"]
-    assert any(op.startswith(("REDG", "ATOMG")) for op in feat)
-    assert not any(op.startswith(("STS", "LDS")) for op in feat), feat
+        assert row["reg"] <= 128 and row["stack"] == 0, (name, row)
+    for name in ("fwd", "bwd_feat_gather", "bwd_param"):
+        assert report[name]["sass"].get("LDG.E.128", 0) > 0, name
+    gather = report["bwd_feat_gather"]["sass"]
+    assert not any(op.startswith(("REDG", "ATOMG", "STS", "LDS")) for op in gather), gather
+    scatter = report["bwd_feat_scatter"]["sass"]
+    assert any(op.startswith(("REDG", "ATOMG")) for op in scatter)
+    assert not any(op.startswith(("STS", "LDS")) for op in scatter), scatter

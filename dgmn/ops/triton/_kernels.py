@@ -78,10 +78,12 @@ def _sample_params(it, num_iters, rates_ptr, walk_b, weight_bg, walk_pos, weight
 
 
 @triton.jit
-def _position(it, rate, dy, dx, py, px, H, W, KK: tl.constexpr, KS: tl.constexpr,
-              HAS_WALKS: tl.constexpr):
-    """Sampling position ``p + ρ·δ_k (+ Δd_k)`` of iteration ``it``, fp32 pixels (y, x)."""
-    k = it % KK
+def _position(k, rate, dy, dx, py, px, H, W, KS: tl.constexpr, HAS_WALKS: tl.constexpr):
+    """Sampling position ``p + ρ·δ_k (+ Δd_k)`` of neighbour ``k``, fp32 pixels (y, x).
+
+    Every kernel (and the inverse index) computes positions with this function, so they
+    agree bit for bit on the bilinear cell of each sample.
+    """
     sy = (py + (k // KS - KS // 2) * rate).to(tl.float32)
     sx = (px + (k % KS - KS // 2) * rate).to(tl.float32)
     if HAS_WALKS:
@@ -145,7 +147,7 @@ def dgmn_fwd_kernel(
         n_rate, n_dy, n_dx, n_wgt = _sample_params(
             it + 1, num_iters, rates_ptr, walk_b, weight_bg, walk_pos, weight_pos, pmask,
             swk_q, swk_k, swk_d, swt_q, swt_k, KK, HAS_WALKS, True)
-        sy, sx = _position(it, rate, dy, dx, py, px, H, W, KK, KS, HAS_WALKS)
+        sy, sx = _position(it % KK, rate, dy, dx, py, px, H, W, KS, HAS_WALKS)
         if HAS_WALKS:
             y0, x0, ly, lx, m00, m01, m10, m11 = _corners(sy, sx, H, W, pmask)
             base = feat_b + (y0 * sf_h + x0 * sf_w)[:, None] + chan_off
@@ -173,6 +175,172 @@ def dgmn_fwd_kernel(
     out_ptrs = (out_ptr + b64 * so_b + (chan * so_c)[None, :]
                 + (py * so_h + px * so_w)[:, None])
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=pmask[:, None] & cmask2)
+
+
+@triton.jit
+def dgmn_cell_keys_kernel(
+    walks_ptr, rates_ptr, keys_ptr,
+    H, W, S, total,
+    swk_b, swk_q, swk_k, swk_d, swk_h, swk_w,
+    KS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Bilinear cell of every sample, for the inverse index of the gather backward.
+
+    Sample ``i`` of the flat ``(B, S, K, H, W)`` order gets the key
+    ``b·(cells + 1) + (y0 + 1)·(W + 1) + (x0 + 1)`` with ``(y0, x0)`` its top-left corner
+    (``cells = (H + 1)(W + 1)``), or ``b·(cells + 1) + cells`` when no corner is in the map.
+    """
+    KK: tl.constexpr = KS * KS
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = offs < total
+    hw = H * W
+    p = offs % hw
+    qk = (offs // hw) % (S * KK)
+    b = offs // (hw * S * KK)
+    q = qk // KK
+    k = qk - q * KK
+    py = p // W
+    px = p - py * W
+    rate = tl.load(rates_ptr + q, mask=valid, other=0)
+    walk = (walks_ptr + b.to(tl.int64) * swk_b + q * swk_q + k * swk_k + py * swk_h
+            + px * swk_w)
+    dy = tl.load(walk, mask=valid, other=0.0).to(tl.float32)
+    dx = tl.load(walk + swk_d, mask=valid, other=0.0).to(tl.float32)
+    sy, sx = _position(k, rate, dy, dx, py, px, H, W, KS, True)
+    y0 = tl.floor(sy).to(tl.int32)
+    x0 = tl.floor(sx).to(tl.int32)
+    cells = (H + 1) * (W + 1)
+    inside = (y0 >= -1) & (y0 < H) & (x0 >= -1) & (x0 < W)
+    key = tl.where(inside, (y0 + 1) * (W + 1) + (x0 + 1), cells)
+    tl.store(keys_ptr + offs, b * (cells + 1) + key, mask=valid)
+
+
+@triton.jit
+def _gather_relation(j, start, end, tmask, ty, tx, b, order_ptr, rates_ptr, walk_b,
+                     weight_bg, go_b, chan_go, cmask2, H, W, S,
+                     swk_q, swk_k, swk_d, swk_h, swk_w, swt_q, swt_k, swt_h, swt_w,
+                     sgo_h, sgo_w,
+                     RY: tl.constexpr, RX: tl.constexpr, KS: tl.constexpr):
+    """``coef · grad_out[sample]`` of the ``j``-th sample whose corner (RY, RX) is the target.
+
+    ``start``/``end`` bound, per target pixel, the sorted samples whose top-left corner is
+    ``(ty - RY, tx - RX)``; the sample's position is recomputed exactly as in the forward.
+    """
+    KK: tl.constexpr = KS * KS
+    idx = start + j
+    valid = tmask & (idx < end)
+    sid = tl.load(order_ptr + idx, mask=valid, other=0)
+    hw = H * W
+    local = sid - b * (S * KK * hw)
+    p = local % hw
+    qk = local // hw
+    q = qk // KK
+    k = qk - q * KK
+    py = p // W
+    px = p - py * W
+    rate = tl.load(rates_ptr + q, mask=valid, other=0)
+    walk = walk_b + q * swk_q + k * swk_k + py * swk_h + px * swk_w
+    dy = tl.load(walk, mask=valid, other=0.0).to(tl.float32)
+    dx = tl.load(walk + swk_d, mask=valid, other=0.0).to(tl.float32)
+    wgt = tl.load(weight_bg + q * swt_q + k * swt_k + py * swt_h + px * swt_w, mask=valid,
+                  other=0.0).to(tl.float32)
+    sy, sx = _position(k, rate, dy, dx, py, px, H, W, KS, True)
+    y0f = tl.floor(sy)
+    x0f = tl.floor(sx)
+    ly = sy - y0f
+    lx = sx - x0f
+    hit = valid & (y0f.to(tl.int32) == ty - RY) & (x0f.to(tl.int32) == tx - RX)
+    if RY == 1:
+        wy = ly
+    else:
+        wy = 1.0 - ly
+    if RX == 1:
+        wx = lx
+    else:
+        wx = 1.0 - lx
+    coef = tl.where(hit, wgt * wy * wx, 0.0)
+    go = tl.load(go_b + (py * sgo_h + px * sgo_w)[:, None] + chan_go,
+                 mask=hit[:, None] & cmask2, other=0.0).to(tl.float32)
+    return coef[:, None] * go
+
+
+@triton.jit
+def dgmn_bwd_feat_gather_kernel(
+    walks_ptr, weights_ptr, rates_ptr, gout_ptr, gfeat_ptr, order_ptr, starts_ptr,
+    tile_max_ptr,
+    H, W, CG, G, S,
+    swk_b, swk_q, swk_k, swk_d, swk_h, swk_w,
+    swt_b, swt_q, swt_g, swt_k, swt_h, swt_w,
+    sgo_b, sgo_c, sgo_h, sgo_w,
+    sgf_b, sgf_c, sgf_h, sgf_w,
+    KS: tl.constexpr, HAS_WALKS: tl.constexpr, CHUNKS: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """``∂L/∂features`` gathered per target pixel: no atomics, deterministic.
+
+    Uniform sampling (no walks): target t receives ``weight · grad_out`` from the positions
+    ``t − ρ·δ_k``. With walks: from the samples whose bilinear cell touches t, read through
+    the inverse index (``order``: sample ids sorted by cell key, ``starts``: offsets per
+    key, ``tile_max``: the longest cell list each tile visits). ``gfeat`` is written once,
+    in its final dtype, at any strides.
+    """
+    KK: tl.constexpr = KS * KS
+    pid_t = tl.program_id(0)
+    b, g, ty, tx, tmask, cg = _tile_coordinates(pid_t, tl.program_id(1), H, W, G,
+                                                CHUNKS, TILE_H, TILE_W, BLOCK_C)
+    cmask2 = (cg < CG)[None, :]
+    chan = g * CG + cg
+    b64 = b.to(tl.int64)
+    go_b = gout_ptr + b64 * sgo_b
+    chan_go = (chan * sgo_c)[None, :]
+    walk_b = walks_ptr + b64 * swk_b
+    weight_bg = weights_ptr + b64 * swt_b + g * swt_g
+    acc = tl.full([TILE_H * TILE_W, BLOCK_C], 0.0, tl.float32)
+    if HAS_WALKS:
+        num_tiles = tl.num_programs(0)
+        n_max = tl.load(tile_max_ptr + b * num_tiles + pid_t)
+        cell = b * ((H + 1) * (W + 1) + 1) + (ty + 1) * (W + 1) + (tx + 1)
+        s00 = tl.load(starts_ptr + cell, mask=tmask, other=0)
+        e00 = tl.load(starts_ptr + cell + 1, mask=tmask, other=0)
+        s01 = tl.load(starts_ptr + cell - 1, mask=tmask, other=0)
+        e01 = tl.load(starts_ptr + cell, mask=tmask, other=0)
+        s10 = tl.load(starts_ptr + cell - (W + 1), mask=tmask, other=0)
+        e10 = tl.load(starts_ptr + cell - W, mask=tmask, other=0)
+        s11 = tl.load(starts_ptr + cell - (W + 2), mask=tmask, other=0)
+        e11 = tl.load(starts_ptr + cell - (W + 1), mask=tmask, other=0)
+        for j in range(n_max):
+            acc += _gather_relation(j, s00, e00, tmask, ty, tx, b, order_ptr, rates_ptr,
+                                    walk_b, weight_bg, go_b, chan_go, cmask2, H, W, S,
+                                    swk_q, swk_k, swk_d, swk_h, swk_w, swt_q, swt_k, swt_h,
+                                    swt_w, sgo_h, sgo_w, 0, 0, KS)
+            acc += _gather_relation(j, s01, e01, tmask, ty, tx, b, order_ptr, rates_ptr,
+                                    walk_b, weight_bg, go_b, chan_go, cmask2, H, W, S,
+                                    swk_q, swk_k, swk_d, swk_h, swk_w, swt_q, swt_k, swt_h,
+                                    swt_w, sgo_h, sgo_w, 0, 1, KS)
+            acc += _gather_relation(j, s10, e10, tmask, ty, tx, b, order_ptr, rates_ptr,
+                                    walk_b, weight_bg, go_b, chan_go, cmask2, H, W, S,
+                                    swk_q, swk_k, swk_d, swk_h, swk_w, swt_q, swt_k, swt_h,
+                                    swt_w, sgo_h, sgo_w, 1, 0, KS)
+            acc += _gather_relation(j, s11, e11, tmask, ty, tx, b, order_ptr, rates_ptr,
+                                    walk_b, weight_bg, go_b, chan_go, cmask2, H, W, S,
+                                    swk_q, swk_k, swk_d, swk_h, swk_w, swt_q, swt_k, swt_h,
+                                    swt_w, sgo_h, sgo_w, 1, 1, KS)
+    else:
+        for it in range(S * KK):
+            q = it // KK
+            k = it - q * KK
+            rate = tl.load(rates_ptr + q)
+            py = ty - (k // KS - KS // 2) * rate
+            px = tx - (k % KS - KS // 2) * rate
+            valid = tmask & (py >= 0) & (py < H) & (px >= 0) & (px < W)
+            wgt = tl.load(weight_bg + q * swt_q + k * swt_k + py * swt_h + px * swt_w,
+                          mask=valid, other=0.0).to(tl.float32)
+            go = tl.load(go_b + (py * sgo_h + px * sgo_w)[:, None] + chan_go,
+                         mask=valid[:, None] & cmask2, other=0.0).to(tl.float32)
+            acc += wgt[:, None] * go
+    out_ptrs = (gfeat_ptr + b64 * sgf_b + (chan * sgf_c)[None, :]
+                + (ty * sgf_h + tx * sgf_w)[:, None])
+    tl.store(out_ptrs, acc.to(gfeat_ptr.dtype.element_ty), mask=tmask[:, None] & cmask2)
 
 
 @triton.jit
@@ -214,7 +382,7 @@ def dgmn_bwd_feat_kernel(
         n_rate, n_dy, n_dx, n_wgt = _sample_params(
             it + 1, num_iters, rates_ptr, walk_b, weight_bg, walk_pos, weight_pos, pmask,
             swk_q, swk_k, swk_d, swt_q, swt_k, KK, HAS_WALKS, True)
-        sy, sx = _position(it, rate, dy, dx, py, px, H, W, KK, KS, HAS_WALKS)
+        sy, sx = _position(it % KK, rate, dy, dx, py, px, H, W, KS, HAS_WALKS)
         if HAS_WALKS:
             y0, x0, ly, lx, m00, m01, m10, m11 = _corners(sy, sx, H, W, pmask)
             gbase = gfeat_b + (y0 * sgf_h + x0 * sgf_w)[:, None] + chan[None, :]
@@ -291,7 +459,7 @@ def dgmn_bwd_param_kernel(
             swk_q, swk_k, swk_d, swt_q, swt_k, KK, HAS_WALKS, NEED_WALK)
         q = it // KK
         k = it - q * KK
-        sy, sx = _position(it, rate, dy, dx, py, px, H, W, KK, KS, HAS_WALKS)
+        sy, sx = _position(it % KK, rate, dy, dx, py, px, H, W, KS, HAS_WALKS)
         gw_ptrs = gweight_bg + q * sgt_q + k * sgt_k
         if HAS_WALKS:
             y0, x0, ly, lx, m00, m01, m10, m11 = _corners(sy, sx, H, W, pmask)

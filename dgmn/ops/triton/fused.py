@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import triton
@@ -63,19 +63,31 @@ def default_config(channels_per_group: int, backward: bool,
                         num_warps=8)
 
 
-_OVERRIDES: dict[str, KernelConfig | None] = {"forward": None, "backward": None}
+FeatureGrad = Literal["gather", "scatter"]
+
+#: How ∂L/∂features is computed: "gather" (inverse index, no atomics, deterministic; the
+#: default) or "scatter" (fp32 atomics into a zeroed buffer).
+DEFAULT_FEATURE_GRAD: FeatureGrad = "gather"
+
+_OVERRIDES: dict[str, Any] = {"forward": None, "backward": None, "feature_grad": None}
 
 
 @contextlib.contextmanager
-def kernel_config(forward: KernelConfig | None = None,
-                  backward: KernelConfig | None = None) -> Iterator[None]:
-    """Use fixed blockings inside the block (for tests and the benchmark's sweep)."""
+def kernel_config(forward: KernelConfig | None = None, backward: KernelConfig | None = None,
+                  feature_grad: FeatureGrad | None = None) -> Iterator[None]:
+    """Use fixed blockings / feature-gradient strategy inside the block (tests, sweeps)."""
+    if feature_grad not in (None, "gather", "scatter"):
+        raise ValueError(f"feature_grad must be 'gather' or 'scatter', got {feature_grad!r}")
     previous = dict(_OVERRIDES)
-    _OVERRIDES.update(forward=forward, backward=backward)
+    _OVERRIDES.update(forward=forward, backward=backward, feature_grad=feature_grad)
     try:
         yield
     finally:
         _OVERRIDES.update(previous)
+
+
+def _feature_grad() -> FeatureGrad:
+    return _OVERRIDES["feature_grad"] or DEFAULT_FEATURE_GRAD
 
 
 def _config(problem: _Problem, backward: bool) -> KernelConfig:
@@ -181,38 +193,98 @@ def _forward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates: 
         LAST_COMPILED["forward"] = compiled
 
 
+def _inverse_index(walks: Tensor, rates: Tensor, problem: _Problem, config: KernelConfig,
+                   interpret: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Samples sorted by bilinear cell, per-cell offsets and the longest list per tile.
+
+    Returns ``order`` (int32 sample ids of the flat ``(B, S, K, H, W)`` order, sorted by
+    cell, stable), ``starts`` (int32, ``B·(cells + 1) + 1`` offsets into ``order``) and
+    ``tile_max`` (int32 ``(B, tiles)``: the most samples any cell list read by a tile holds).
+    """
+    p = problem
+    total = p.batch * p.num_rates * p.kernel_size**2 * p.height * p.width
+    if total >= 2**31:
+        raise ValueError("B·S·K·H·W must be below 2**31 for the gather backward")
+    keys = torch.empty(total, dtype=torch.int32, device=walks.device)
+    block = 1024
+    kernels(interpret).dgmn_cell_keys_kernel[(triton.cdiv(total, block),)](
+        walks, rates, keys, p.height, p.width, p.num_rates, total, *walks.stride(),
+        KS=p.kernel_size, BLOCK=block, num_warps=4)
+    cells = (p.height + 1) * (p.width + 1)
+    order = torch.argsort(keys, stable=True).to(torch.int32)
+    counts = torch.bincount(keys, minlength=p.batch * (cells + 1))
+    starts = torch.zeros(counts.numel() + 1, dtype=torch.int32, device=walks.device)
+    torch.cumsum(counts, 0, out=starts[1:])
+    # A tile of TILE_H × TILE_W targets reads the (TILE_H+1) × (TILE_W+1) cells at its corner.
+    tiles_h = triton.cdiv(p.height, config.tile_h)
+    tiles_w = triton.cdiv(p.width, config.tile_w)
+    grid_counts = counts.view(p.batch, cells + 1)[:, :cells].view(p.batch, 1, p.height + 1,
+                                                                   p.width + 1)
+    padded = torch.nn.functional.pad(grid_counts.float(), (
+        0, tiles_w * config.tile_w + 1 - (p.width + 1),
+        0, tiles_h * config.tile_h + 1 - (p.height + 1)))
+    tile_max = torch.nn.functional.max_pool2d(
+        padded, kernel_size=(config.tile_h + 1, config.tile_w + 1),
+        stride=(config.tile_h, config.tile_w))
+    return order, starts, tile_max.view(p.batch, tiles_h * tiles_w).to(torch.int32)
+
+
+def _feature_gradient(walks: Tensor | None, weights: Tensor, rates: Tensor, grad_out: Tensor,
+                      problem: _Problem, dtype: torch.dtype, interpret: bool) -> Tensor:
+    """``∂L/∂features`` ``(B, C, H, W)`` (channels_last strides) by gather or by scatter."""
+    p = problem
+    module = kernels(interpret)
+    config = _config(p, backward=True)
+    grid, chunks = _launch_shape(p, config)
+    walks_arg = walks if walks is not None else weights
+    walk_strides = walks.stride() if walks is not None else (0,) * 6
+    common = dict(KS=p.kernel_size, HAS_WALKS=walks is not None, CHUNKS=chunks,
+                  TILE_H=config.tile_h, TILE_W=config.tile_w, BLOCK_C=config.block_c,
+                  num_warps=config.num_warps, num_stages=config.num_stages)
+    if _feature_grad() == "scatter":
+        # fp32 channels-last grad_out: its register layout equals the fp32 atomics', so the
+        # compiler needs no shared-memory layout conversion per sample.
+        grad_out = grad_out.to(torch.float32, memory_format=torch.channels_last)
+        buffer = torch.zeros((p.batch, p.height, p.width, p.channels), dtype=torch.float32,
+                             device=grad_out.device)
+        compiled = module.dgmn_bwd_feat_kernel[grid](
+            walks_arg, weights, rates, grad_out, buffer,
+            p.height, p.width, p.channels_per_group, p.groups, p.num_rates,
+            *walk_strides, *weights.stride(), *grad_out.stride(), *buffer.stride()[:3],
+            **common)
+        grad = buffer.permute(0, 3, 1, 2).to(dtype)
+    else:
+        grad = torch.empty((p.batch, p.channels, p.height, p.width), dtype=dtype,
+                           device=grad_out.device, memory_format=torch.channels_last)
+        if walks is not None:
+            order, starts, tile_max = _inverse_index(walks, rates, p, config, interpret)
+        else:
+            order = starts = tile_max = rates  # unused without walks
+        compiled = module.dgmn_bwd_feat_gather_kernel[grid](
+            walks_arg, weights, rates, grad_out, grad, order, starts, tile_max,
+            p.height, p.width, p.channels_per_group, p.groups, p.num_rates,
+            *walk_strides, *weights.stride(), *grad_out.stride(), *grad.stride(), **common)
+    if compiled is not None and not interpret:
+        LAST_COMPILED["backward_features"] = compiled
+    return grad
+
+
 def _backward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates: Tensor,
               grad_out: Tensor, problem: _Problem, needs: tuple[bool, bool, bool],
               interpret: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Launch the scatter kernel (features) and the parameter kernel (walks, weights).
+    """Launch the feature-gradient kernel and the parameter kernel (walks, weights).
 
-    ``grad_out`` must be fp32 channels-last: its register layout then equals the one of the
-    fp32 atomics, so the compiler needs no shared-memory layout conversion per sample.
+    ``grad_out`` is channels-last in its own dtype; returns gradients in the inputs' dtypes.
     """
     need_feat, need_walk, need_weight = needs
     need_walk = need_walk and walks is not None
     p = problem
     device = features_cl.device
     k = p.kernel_size * p.kernel_size
-    module = kernels(interpret)
-    walks_arg = walks if walks is not None else features_cl
-    walk_strides = walks.stride() if walks is not None else (0,) * 6
     grad_feat = grad_walk = grad_weight = None
     if need_feat:
-        config = _config(p, backward=True)
-        grid, chunks = _launch_shape(p, config)
-        grad_feat = torch.zeros((p.batch, p.height, p.width, p.channels), dtype=torch.float32,
-                                device=device)
-        compiled = module.dgmn_bwd_feat_kernel[grid](
-            walks_arg, weights, rates, grad_out, grad_feat,
-            p.height, p.width, p.channels_per_group, p.groups, p.num_rates,
-            *walk_strides, *weights.stride(), *grad_out.stride(), *grad_feat.stride()[:3],
-            KS=p.kernel_size, HAS_WALKS=walks is not None, CHUNKS=chunks,
-            TILE_H=config.tile_h, TILE_W=config.tile_w, BLOCK_C=config.block_c,
-            num_warps=config.num_warps, num_stages=config.num_stages,
-        )
-        if compiled is not None and not interpret:
-            LAST_COMPILED["backward_features"] = compiled
+        grad_feat = _feature_gradient(walks, weights, rates, grad_out, p, features_cl.dtype,
+                                      interpret)
     if need_walk or need_weight:
         config = _config(p, backward=True)
         grid, chunks = _launch_shape(p, config)
@@ -231,11 +303,13 @@ def _backward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates:
                                       device=device)
             if atomic_weight:
                 grad_weight.zero_()
+        walks_arg = walks if walks is not None else features_cl
+        walk_strides = walks.stride() if walks is not None else (0,) * 6
         gk = grad_walk if grad_walk is not None else features_cl
         gt = grad_weight if grad_weight is not None else features_cl
         gk_strides = grad_walk.stride()[:4] if grad_walk is not None else (0,) * 4
         gt_strides = grad_weight.stride()[:4] if grad_weight is not None else (0,) * 4
-        compiled = module.dgmn_bwd_param_kernel[grid](
+        compiled = kernels(interpret).dgmn_bwd_param_kernel[grid](
             features_cl, walks_arg, weights, rates, grad_out, gk, gt,
             p.height, p.width, p.channels_per_group, p.groups, p.num_rates,
             *features_cl.stride(), *walk_strides, *weights.stride(), *grad_out.stride(),
@@ -248,6 +322,10 @@ def _backward(features_cl: Tensor, walks: Tensor | None, weights: Tensor, rates:
         )
         if compiled is not None and not interpret:
             LAST_COMPILED["backward_params"] = compiled
+        if grad_walk is not None:
+            grad_walk = grad_walk.to(walks.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weights.dtype)
     return grad_feat, grad_walk, grad_weight
 
 
@@ -271,7 +349,6 @@ class FusedAggregation(torch.autograd.Function):
         ctx.problem = problem
         ctx.rates = rates
         ctx.interpret = interpret
-        ctx.dtypes = (features.dtype, None if walks is None else walks.dtype, weights.dtype)
         return out
 
     @staticmethod
@@ -282,16 +359,10 @@ class FusedAggregation(torch.autograd.Function):
         if not any(needs):
             return None, None, None, None, None
         rates_t = _rates_tensor(ctx.rates, features_cl.device)
-        grad_out = grad_out.to(torch.float32, memory_format=torch.channels_last)
+        # channels-last: each sample reads a contiguous run of channels of grad_out
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
         grad_feat, grad_walk, grad_weight = _backward(
             features_cl, walks, weights, rates_t, grad_out, ctx.problem, needs, ctx.interpret)
-        feat_dtype, walk_dtype, weight_dtype = ctx.dtypes
-        if grad_feat is not None:
-            grad_feat = grad_feat.permute(0, 3, 1, 2).to(feat_dtype)  # channels_last strides
-        if grad_walk is not None:
-            grad_walk = grad_walk.to(walk_dtype)
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight_dtype)
         return grad_feat, grad_walk, grad_weight, None, None
 
 
