@@ -211,10 +211,13 @@ def _inverse_index(walks: Tensor, rates: Tensor, problem: _Problem, config: Kern
         walks, rates, keys, p.height, p.width, p.num_rates, total, *walks.stride(),
         KS=p.kernel_size, BLOCK=block, num_warps=4)
     cells = (p.height + 1) * (p.width + 1)
-    order = torch.argsort(keys, stable=True).to(torch.int32)
-    counts = torch.bincount(keys, minlength=p.batch * (cells + 1))
-    starts = torch.zeros(counts.numel() + 1, dtype=torch.int32, device=walks.device)
-    torch.cumsum(counts, 0, out=starts[1:])
+    # sort + searchsorted, not bincount: bincount syncs with the host to size its output
+    sorted_keys, order = torch.sort(keys, stable=True)
+    order = order.to(torch.int32)
+    boundaries = torch.arange(p.batch * (cells + 1) + 1, dtype=torch.int32,
+                              device=walks.device)
+    starts = torch.searchsorted(sorted_keys, boundaries, out_int32=True)
+    counts = starts[1:] - starts[:-1]
     # A tile of TILE_H × TILE_W targets reads the (TILE_H+1) × (TILE_W+1) cells at its corner.
     tiles_h = triton.cdiv(p.height, config.tile_h)
     tiles_w = triton.cdiv(p.width, config.tile_w)
