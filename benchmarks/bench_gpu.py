@@ -342,6 +342,15 @@ def measure_ceilings(s: Settings) -> dict[str, float]:
     dst = torch.empty_like(src)
     timing = time_calls(lambda i: dst.copy_(src), 1, s)
     result["copy_GBps"] = 2 * nbytes(src) / (timing.median_ms * 1e-3) / 1e9
+    small = torch.randn(2**22, device=s.device, dtype=torch.bfloat16)  # 8 MiB: L2-resident
+    small_dst = torch.empty_like(small)
+
+    def copies(i: int) -> None:  # 50 back-to-back copies, replayed as one graph
+        for _ in range(50):
+            small_dst.copy_(small)
+
+    timing = time_graphs(copies, 1, s) or time_calls(copies, 1, s)
+    result["l2_copy_GBps"] = 50 * 2 * nbytes(small) / (timing.median_ms * 1e-3) / 1e9
     a = torch.randn(8192, 8192, device=s.device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=s.device, dtype=torch.bfloat16)
     timing = time_calls(lambda i: a @ b, 1, s)
