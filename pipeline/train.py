@@ -37,7 +37,7 @@ def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
 
 def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:
     """The content digest of the preprocessed dataset (its manifest's ``digest``)."""
-    manifest = project_root / cfg.paths.processed / cfg.data.dataset / "manifest.json"
+    manifest = project_root / cfg.paths.processed / cfg.data.name / "manifest.json"
     try:
         return str(json.loads(manifest.read_text())["digest"])
     except (OSError, ValueError, KeyError):

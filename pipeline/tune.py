@@ -29,7 +29,7 @@ from dgmn.metrics import count_complexity
 from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
-from pipeline.config.compose import PROJECT_ROOT
+from pipeline.config.compose import PROJECT_ROOT, with_experiment
 from pipeline.config.schema import ConfigError
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
 from pipeline.training.tasks import build_task
@@ -102,11 +102,12 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.finish()
 
 
-def sweep(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
-    """Run the sweep of ``cfg.tune``; returns one row per trial."""
-    base = load_config([f"experiment={cfg.tune.base_experiment}", f"profile={cfg.profile}"])
-    base = from_dict({**as_dict(base), "tune": as_dict(cfg)["tune"],
-                      "tracking": as_dict(cfg)["tracking"], "scaling": as_dict(cfg)["scaling"]})
+def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
+          ) -> list[dict[str, Any]]:
+    """Run the sweep of ``tune`` composed with ``overrides`` (the base experiment gets the same
+    overrides); returns one row per trial."""
+    cfg = load_config(overrides)
+    base = load_config(with_experiment(overrides, cfg.tune.base_experiment))
     settings = cfg.tune
     # Fail at start-up on a bad grid: every trial's config must validate and build.
     complexity = {(tuple(r), g): model_complexity(with_rates_and_groups(base, r, g))
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if any(o in ("-h", "--help") for o in overrides):
         print(__doc__)
         return
-    rows = sweep(load_config(overrides))
+    rows = sweep(overrides)
     print(results_markdown(rows))
     failed = [r for r in rows if r["error"]]
     if failed:

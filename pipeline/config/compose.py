@@ -32,7 +32,8 @@ def compose_raw(overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"conf/ with overrides {list(overrides)}: {exc}") from None
 
 
-def _with_experiment(overrides: Sequence[str], experiment: str) -> list[str]:
+def with_experiment(overrides: Sequence[str], experiment: str) -> list[str]:
+    """``overrides`` with its ``experiment=`` choice replaced by ``experiment``."""
     kept = [o for o in overrides if not o.lstrip("+~").startswith("experiment=")]
     return [*kept, f"experiment={experiment}"]
 
@@ -71,7 +72,7 @@ def load_config(overrides: Sequence[str] = ()) -> PipelineConfig:
     alias = OmegaConf.select(raw, "experiment.alias_of")
     if alias:
         meta = raw.experiment
-        raw = compose_raw(_with_experiment(overrides, alias))
+        raw = compose_raw(with_experiment(overrides, alias))
         if OmegaConf.select(raw, "experiment.alias_of"):
             raise ConfigError(f"experiment {alias!r} is itself an alias; aliases must point "
                               "to a real experiment")

@@ -52,8 +52,11 @@ class DataSettings:
     loader_workers: int = 4
     min_size: int = 800
     max_size: int = 1333
+    subset_images: int | None = None  # preprocess only the first N images per split (CI)
 
     def __post_init__(self) -> None:
+        _require(self.subset_images is None or self.subset_images > 0, "data.subset_images",
+                 self.subset_images, "must be null or > 0")
         _require(self.name in TASKS, "data.name", self.name, f"must be one of {sorted(TASKS)}")
         _require(self.task == TASKS[self.name], "data.task", self.task,
                  f"dataset {self.name} is for {TASKS[self.name]}")
@@ -72,7 +75,8 @@ class DataSettings:
 
     @property
     def dataset(self) -> str:
-        """Directory name under data/raw and data/processed (e.g. ``synthetic_cityscapes``)."""
+        """What fetch materialises (e.g. ``synthetic_cityscapes``); the directories under
+        data/raw and data/processed are named by :attr:`name` whatever the source."""
         return SYNTHETIC_DATASETS[self.name] if self.source == "synthetic" else self.name
 
 
@@ -164,6 +168,25 @@ class TuneSettings:
 
 
 @dataclass
+class EvaluateSettings:
+    """Evaluation: multi-scale + flip inference, latency, what to keep for the report."""
+
+    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25, 1.5, 1.75])
+    flip: bool = True
+    window: list[int] | None = None  # sliding-window crop [H, W] (None: whole image)
+    latency_reps: int = 10
+    qualitative_images: int = 4
+    export: bool = True  # Cityscapes result PNGs / COCO results JSON
+
+    def __post_init__(self) -> None:
+        _require(len(self.scales) > 0 and all(s > 0 for s in self.scales), "evaluate.scales",
+                 self.scales, "must be a non-empty list of positive scales")
+        _require(self.latency_reps > 0, "evaluate.latency_reps", self.latency_reps, "> 0")
+        _require(self.qualitative_images >= 0, "evaluate.qualitative_images",
+                 self.qualitative_images, ">= 0")
+
+
+@dataclass
 class PathSettings:
     raw: str = "data/raw"
     processed: str = "data/processed"
@@ -182,10 +205,12 @@ class PipelineConfig:
     data: DataSettings = field(default_factory=DataSettings)
     model: dict[str, Any] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)  # generator sizes per dataset name
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     tune: TuneSettings = field(default_factory=TuneSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
 
     def __post_init__(self) -> None:
         _require("name" in self.model, "model.name", None, "every model config needs a name")

@@ -33,8 +33,8 @@ def _distributed() -> bool:
 
 
 def dataset_root(cfg: PipelineConfig, project_root: Path) -> Path:
-    """The preprocessed dataset of ``cfg`` (``data/processed/<dataset>``); it must exist."""
-    root = (project_root / cfg.paths.processed / cfg.data.dataset).resolve()
+    """The preprocessed dataset of ``cfg`` (``data/processed/<name>``); it must exist."""
+    root = (project_root / cfg.paths.processed / cfg.data.name).resolve()
     if not root.is_dir():
         raise StageError(f"{root}: dataset root not found (data.source={cfg.data.source!r}); "
                          f"run the fetch and preprocess stages first")

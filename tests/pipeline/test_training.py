@@ -38,11 +38,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A synthetic Cityscapes (8 train / 4 val images) and overrides pointing every output
     (runs, Ray storage, MLflow store) into a temporary folder."""
     root = tmp_path_factory.mktemp("project")
-    raw = root / "raw" / "synthetic_cityscapes"
+    raw = root / "raw" / "cityscapes"
     fetch(FetchConfig(dataset="synthetic_cityscapes", root=raw, progress=False,
                       synthetic_cityscapes=SyntheticCityscapesConfig(num_train=8, num_val=4)))
     preprocess(PreprocessConfig(dataset="synthetic_cityscapes", raw_root=raw,
-                                out_root=root / "processed" / "synthetic_cityscapes",
+                                out_root=root / "processed" / "cityscapes",
                                 progress=False))
     overrides = [f"paths.processed={root / 'processed'}", f"paths.runs={root / 'runs'}",
                  f"paths.ray_storage={root / 'ray'}",
@@ -182,12 +182,12 @@ def _is_ours(pid: int, temp: str) -> bool:
 
 
 def test_tune_sweep_writes_the_results_table_and_child_runs(project, local_ray):
-    cfg = load_config([*project["overrides"], "tune.rates=[[1],[1,2]]", "tune.groups=[2]",
-                       "schedule.iterations=2"])
-    rows = sweep(cfg)
+    rows = sweep([*project["overrides"], "tune.rates=[[1],[1,2]]", "tune.groups=[2]",
+                  "schedule.iterations=2"])
     assert [(r["rates"], r["groups"]) for r in rows] == [([1], 2), ([1, 2], 2)]
     for row in rows:
         assert row["error"] is None and 0.0 <= row["value"] <= 100.0
+        assert row["iterations"] == 2  # the sweep's overrides reach every trial
         assert row["params_m"] > 0 and row["gmacs"] > 0
     assert rows[1]["gmacs"] > rows[0]["gmacs"]  # a second rate adds predictor convs
     table = (project["root"] / "runs" / "smoke" / "tune" / "results.md").read_text()
@@ -206,5 +206,5 @@ def test_missing_dataset_root_stops_before_ray_with_one_clear_error(tmp_path):
          f"paths.processed={tmp_path / 'nowhere'}", "tracking.enabled=false"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "nowhere/synthetic_cityscapes: dataset root not found" in result.stderr
+    assert "nowhere/cityscapes: dataset root not found" in result.stderr
     assert "Traceback" not in result.stderr
