@@ -75,11 +75,12 @@ def run_both(inputs: dict[str, torch.Tensor | None], rates: tuple[int, ...] = RA
                                                                     strict=True))
 
 
-@pytest.mark.parametrize(("groups", "walks"), [(2, True), (4, True), (2, False)],
+@pytest.mark.parametrize(("groups", "walks", "rates"),
+                         [(2, True, RATES), (4, True, (1,)), (2, False, RATES)],
                          ids=["G2-walks", "G4-walks", "G2-uniform"])
-def test_float32_values_and_gradients_match_reference(groups, walks):
-    inputs = make_inputs(groups=groups, walks=walks)
-    out, ref, grads, ref_grads = run_both(inputs)
+def test_float32_values_and_gradients_match_reference(groups, walks, rates):
+    inputs = make_inputs(groups=groups, walks=walks, rates=rates)
+    out, ref, grads, ref_grads = run_both(inputs, rates=rates)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     scale = ref.abs().max().item()
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5 * scale)
@@ -93,8 +94,8 @@ def test_float32_values_and_gradients_match_reference(groups, walks):
 
 @pytest.mark.parametrize(("dtype", "bound"), [(torch.bfloat16, 1e-2), (torch.float16, 1e-3)])
 def test_half_precision_within_dtype_bounds(dtype, bound):
-    inputs = make_inputs(groups=2, dtype=dtype)
-    out, ref, grads, ref_grads = run_both(inputs)
+    inputs = make_inputs(groups=2, dtype=dtype, rates=(2,))
+    out, ref, grads, ref_grads = run_both(inputs, rates=(2,))
     assert out.dtype == dtype
     assert rel_error(out, ref) < bound
     for name, grad in grads.items():
@@ -104,7 +105,7 @@ def test_half_precision_within_dtype_bounds(dtype, bound):
 
 def test_channel_blocks_smaller_than_a_group_use_atomic_partial_sums():
     """block_c < C/G: several programs share a group (atomic ∂weights, ∂walks)."""
-    inputs = make_inputs(channels=4, groups=1, rates=(2,))
+    inputs = make_inputs(channels=4, groups=1, height=4, width=5, rates=(2,))
     with kernel_config(KernelConfig(4, 4, 2, num_warps=4), KernelConfig(4, 4, 2, num_warps=4)):
         out, ref, grads, ref_grads = run_both(inputs, rates=(2,))
     assert rel_error(out, ref) < 1e-6
@@ -125,7 +126,7 @@ def test_gather_index_handles_converging_walks():
     """Many samples in one bilinear cell (long cell lists, uneven tiles) and samples whose
     cell lies on the border row / column just outside the map."""
     height, width = 4, 5
-    inputs = make_inputs(channels=4, height=height, width=width, rates=(1,))
+    inputs = make_inputs(channels=4, groups=1, height=height, width=width, rates=(1,))
     ys = torch.arange(height).view(1, height, 1)
     xs = torch.arange(width).view(1, 1, width)
     k = torch.arange(2).view(2, 1, 1)
