@@ -35,12 +35,12 @@ def curves_figure(panels: Mapping[str, Mapping[str, Curve]], *, title: str = "",
     from matplotlib.figure import Figure
 
     count = max(1, len(panels))
-    fig = Figure(figsize=(panel_size[0] * count, panel_size[1]), layout="constrained")
+    fig = Figure(figsize=(max(panel_size[0] * count, 8.0), panel_size[1]), layout="constrained")
     axes = fig.subplots(1, count, squeeze=False)[0]
     for ax, (ylabel, curves) in zip(axes, panels.items(), strict=False):
         draw_curves(ax, curves, ylabel=ylabel, title=f"validation {ylabel}")
     for ax in axes[len(panels):]:
         ax.set_axis_off()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize="medium")
     return fig
