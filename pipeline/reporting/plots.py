@@ -1,0 +1,87 @@
+"""The report's PNG figures, drawn with :mod:`dgmn.viz` from a profile's run files:
+validation curves per table (Fig. 5), sampled nodes of a receiving pixel (Fig. 4) and
+qualitative segmentations (image | ground truth | prediction, Cityscapes colours)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dgmn.viz import curves_figure, prediction_figure, sampling_figure
+from dgmn.viz.curves import Curve
+from pipeline.reporting.runs import RunLayout, as_number, read_json, read_npz
+from pipeline.reporting.specs import TableSpec, metric_name
+from pipeline.reporting.tables import RowResult
+
+DPI = 100
+WALK_ARRAYS = ("image", "stride", "rates", "kernel_size", "receiver", "positions", "uniform")
+QUALITATIVE_ARRAYS = ("images", "labels", "predictions")
+
+
+@functools.cache
+def cityscapes_palette() -> np.ndarray:
+    """``(19, 3) uint8`` colours of trainIds 0..18, from ``cityscapesscripts``."""
+    from cityscapesscripts.helpers.labels import trainId2label
+
+    return np.array([trainId2label[i].color for i in range(19)], dtype=np.uint8)
+
+
+def slug(experiment: str) -> str:
+    """A file-name form of an experiment name (``table1/dgmn_da`` → ``table1-dgmn_da``)."""
+    return experiment.replace("/", "-")
+
+
+def save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def validation_curves(history: dict[str, Any], metric: str) -> Curve | None:
+    """``(iterations, values)`` of ``metric`` in a ``history.json``'s ``val`` records."""
+    points = [(r["iteration"], as_number(r.get(metric))) for r in history.get("val", [])
+              if "iteration" in r and metric in r]
+    return (tuple(p[0] for p in points), tuple(p[1] for p in points)) if points else None
+
+
+def write_curves(spec: TableSpec, rows: Sequence[RowResult], layout: RunLayout,
+                 path: Path) -> Path | None:
+    """One panel per ``spec.curves`` metric, one line per evaluated row (its training's
+    ``history.json``); ``None`` when no row has a history."""
+    panels: dict[str, dict[str, Curve]] = {metric_name(m): {} for m in spec.curves}
+    for row in rows:
+        if row.status != "ok" or row.trained_as is None:
+            continue
+        file = layout.history(row.trained_as)
+        if not file.is_file():
+            continue
+        history = read_json(file)
+        for metric in spec.curves:
+            curve = validation_curves(history, metric)
+            if curve is not None:
+                panels[metric_name(metric)][row.label] = curve
+    if not any(panels.values()):
+        return None
+    return save(curves_figure(panels, title=spec.title), path)
+
+
+def write_sampling(trained_as: str, label: str, layout: RunLayout, path: Path) -> Path:
+    """The sampled nodes of ``walks.npz`` (one receiver, every rate) on its image."""
+    data = read_npz(layout.walks(trained_as), WALK_ARRAYS)
+    rates = [int(r) for r in np.atleast_1d(data["rates"])]
+    fig = sampling_figure(data["image"], data["positions"], data["uniform"],
+                          np.asarray(data["receiver"], dtype=float), float(data["stride"]),
+                          rates, title=f"sampled nodes: {label}")
+    return save(fig, path)
+
+
+def write_qualitative(trained_as: str, label: str, layout: RunLayout, path: Path) -> Path:
+    """Image | ground truth | prediction rows from ``qualitative.npz`` (Cityscapes colours)."""
+    data = read_npz(layout.qualitative(trained_as), QUALITATIVE_ARRAYS)
+    fig = prediction_figure(data["images"], data["labels"], data["predictions"],
+                            cityscapes_palette(), title=label)
+    return save(fig, path)
