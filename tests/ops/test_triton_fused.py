@@ -217,6 +217,10 @@ def test_float64_goes_to_the_reference_and_shapes_are_checked():
         aggregate_fused(t["features"], t["walks"][:, :, :4], t["weights"], (1,), KS)
     with pytest.raises(ValueError, match="G=3"):
         aggregate_fused(t["features"], None, torch.randn(2, 1, 3, 9, 6, 7), (1,), KS)
+    with pytest.raises(ValueError, match="rate"):
+        aggregate_fused(t["features"], None, t["weights"], (1.5,), KS)
+    with pytest.raises(ValueError, match="kernel_size"):
+        aggregate_fused(t["features"], None, t["weights"], (1,), 2)
 
 
 def test_interpreter_does_not_leak_into_other_triton_code():

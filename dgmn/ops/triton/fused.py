@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from dgmn.ops.reference import aggregate_reference
+from dgmn.ops.sampling import check_kernel_size, check_rates
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -375,10 +376,6 @@ def _check_inputs(features: Tensor, walks: Tensor | None, weights: Tensor,
         raise ValueError(f"features must be (B, C, H, W), got shape {tuple(features.shape)}")
     batch, channels, height, width = features.shape
     s, k = len(rates), kernel_size * kernel_size
-    if kernel_size <= 0 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size}")
-    if s == 0 or any(int(r) != r or r <= 0 for r in rates):
-        raise ValueError(f"rates must be a non-empty sequence of positive integers, got {rates}")
     if weights.dim() != 6 or weights.shape[:2] != (batch, s) or weights.shape[3:] != (
             k, height, width):
         raise ValueError(f"weights must be (B, S, G, K, H, W) = ({batch}, {s}, G, {k}, {height}, "
@@ -420,7 +417,8 @@ def aggregate_fused(features: Tensor, walks: Tensor | None, weights: Tensor,
         fp32. CUDA tensors run the compiled kernels, CPU tensors Triton's interpreter (slow,
         for tests). float64 inputs go to the reference (the kernels accumulate in fp32).
     """
-    rates = tuple(int(r) for r in rates)
+    rates = check_rates(rates)
+    kernel_size = check_kernel_size(kernel_size)
     _check_inputs(features, walks, weights, rates, kernel_size)
     if features.dtype not in _SUPPORTED_DTYPES:
         if features.dtype == torch.float64:
