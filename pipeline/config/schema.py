@@ -187,6 +187,14 @@ class EvaluateSettings:
 
 
 @dataclass
+class ReportSettings:
+    """Which paper tables the report mirrors (null: Tables 1, 2, 6, 7, plus 4 when run)."""
+
+    tables: list[str] | None = None
+    allow_missing: bool = False
+
+
+@dataclass
 class PathSettings:
     raw: str = "data/raw"
     processed: str = "data/processed"
@@ -211,6 +219,7 @@ class PipelineConfig:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     tune: TuneSettings = field(default_factory=TuneSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
     def __post_init__(self) -> None:
         _require("name" in self.model, "model.name", None, "every model config needs a name")

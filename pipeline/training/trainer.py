@@ -28,7 +28,8 @@ def run_key(cfg: PipelineConfig) -> str:
 
 
 def ensure_ray(cfg: PipelineConfig) -> None:
-    """Join ``scaling.address`` (``auto`` = the running cluster) or start a local instance."""
+    """Join ``scaling.address`` (``auto`` = the running cluster), else ``$RAY_ADDRESS``, else
+    start a local instance for this process."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -36,6 +37,8 @@ def ensure_ray(cfg: PipelineConfig) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     if cfg.scaling.address:
         ray.init(address=cfg.scaling.address, log_to_driver=True)
+    elif os.environ.get("RAY_ADDRESS"):  # a cluster the caller started (run_pipeline.sh)
+        ray.init(log_to_driver=True)
     else:
         ray.init(num_cpus=cfg.scaling.ray_num_cpus, include_dashboard=False,
                  log_to_driver=True)
