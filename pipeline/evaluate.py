@@ -38,12 +38,12 @@ from dgmn.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
 from dgmn.models import build_model
 from dgmn.nn.dgmn import DGMN
 from dgmn.ops.sampling import sampling_positions
-from pipeline.common.errors import StageError, run_stage
+from pipeline.common.errors import StageError, hydra_overrides, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.evaluation.inference import detection_results, segment, segmentation_confusion
-from pipeline.training.tasks import build_task
+from pipeline.training.tasks import build_task, val_count
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -151,8 +151,7 @@ def evaluate_segmentation(cfg: PipelineConfig, model: nn.Module, out: Path,
                           project_root: Path) -> dict[str, Any]:
     task = build_task(cfg, project_root)
     dataset = task.val_dataset()
-    count = len(dataset) if cfg.data.val_max_images is None \
-        else min(len(dataset), cfg.data.val_max_images)
+    count = val_count(dataset, cfg)
     device = torch.device("cpu")
     settings = cfg.evaluate
     window = settings.window
@@ -201,8 +200,7 @@ def evaluate_detection(cfg: PipelineConfig, model: nn.Module, out: Path,
                        project_root: Path) -> dict[str, Any]:
     task = build_task(cfg, project_root)
     dataset = task.val_dataset()
-    count = len(dataset) if cfg.data.val_max_images is None \
-        else min(len(dataset), cfg.data.val_max_images)
+    count = val_count(dataset, cfg)
     results = detection_results(model, dataset, range(count), torch.device("cpu"))
     if cfg.evaluate.export:
         write_coco_results(results, out / "coco_results.json")
@@ -229,9 +227,8 @@ def evaluate(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(o in ("-h", "--help") for o in overrides):
-        print(__doc__)
+    overrides = hydra_overrides(argv, __doc__)
+    if overrides is None:
         return
     cfg = load_config(overrides)
     metrics = evaluate(cfg)

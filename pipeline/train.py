@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pipeline.common.errors import StageError, run_stage
+from pipeline.common.errors import StageError, hydra_overrides, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
@@ -138,9 +138,8 @@ def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(o in ("-h", "--help") for o in overrides):
-        print(__doc__)
+    overrides = hydra_overrides(argv, __doc__)
+    if overrides is None:
         return
     cfg = load_config(overrides)
     final = train(cfg)

@@ -26,7 +26,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from dgmn.metrics import count_complexity
-from pipeline.common.errors import run_stage
+from pipeline.common.errors import hydra_overrides, run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
@@ -186,9 +186,8 @@ def write_results(rows: Sequence[dict[str, Any]], directory: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(o in ("-h", "--help") for o in overrides):
-        print(__doc__)
+    overrides = hydra_overrides(argv, __doc__)
+    if overrides is None:
         return
     rows = sweep(overrides)
     print(results_markdown(rows))

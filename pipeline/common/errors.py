@@ -21,6 +21,16 @@ class StageError(Exception):
     exit_code = EXIT_BAD_INPUT
 
 
+def hydra_overrides(argv: Sequence[str] | None, doc: str | None) -> list[str] | None:
+    """The ``key=value`` overrides of a Hydra-configured stage; ``None`` after printing
+    ``doc`` for ``-h``/``--help``."""
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if any(o in ("-h", "--help") for o in overrides):
+        print(doc)
+        return None
+    return overrides
+
+
 def run_stage(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
     """Call a stage's ``main(argv)``; turn a :class:`StageError` or
     :class:`~dgmn.data.errors.DatasetError` into one ``error: …`` line on stderr and exit code 2."""

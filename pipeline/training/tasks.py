@@ -53,10 +53,17 @@ class Task(Protocol):
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, Any]: ...
 
 
-def _val_indices(dataset: Dataset, cfg: PipelineConfig) -> list[int]:
+def val_count(dataset: Dataset, cfg: PipelineConfig) -> int:
+    """How many val images are scored: all, or the first ``data.val_max_images``."""
     count = len(dataset)  # type: ignore[arg-type]
     if cfg.data.val_max_images is not None:
         count = min(count, cfg.data.val_max_images)
+    return count
+
+
+def _val_indices(dataset: Dataset, cfg: PipelineConfig) -> list[int]:
+    """This rank's share of the scored val images."""
+    count = val_count(dataset, cfg)
     if not _distributed():
         return list(range(count))
     return list(range(dist.get_rank(), count, dist.get_world_size()))
@@ -166,9 +173,7 @@ class DetectionTask:
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, results)
             results = [r for part in gathered for r in part]
-        count = len(dataset) if self.cfg.data.val_max_images is None \
-            else min(len(dataset), self.cfg.data.val_max_images)
-        image_ids = [dataset.ids[i] for i in range(count)]
+        image_ids = [dataset.ids[i] for i in range(val_count(dataset, self.cfg))]
         return dict(evaluate_coco(dataset.coco, results, img_ids=image_ids))
 
 

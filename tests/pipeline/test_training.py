@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT
+from pipeline.evaluate import evaluate
 from pipeline.fetch import FetchConfig
 from pipeline.fetch import run as fetch
 from pipeline.preprocess import PreprocessConfig
@@ -88,6 +89,39 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
     assert lrs[0] == pytest.approx(0.01) and lrs == sorted(lrs, reverse=True)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "config.json", "curves.png", "model.pt", "confusion.json"} <= artifacts
+
+    # evaluate: the exported labelId PNGs score the same with the official Cityscapes script
+    scores = evaluate(cfg)
+    assert scores["miou"] == pytest.approx(metrics["miou"])  # same weights, same images
+    assert scores["added_params_m"] > 0 and scores["added_gmacs_paper"] > 0
+    exported = project["root"] / "runs" / "smoke" / "eval" / "table1" / "dgmn_da_dw_ds"
+    official = _official_cityscapes_miou(exported / "cityscapes_results",
+                                         project["root"] / "processed" / "cityscapes")
+    assert official == pytest.approx(scores["miou"] / 100, abs=1e-9)
+    assert {"qualitative.npz", "walks.npz", "metrics.json"} <= {p.name for p in
+                                                                exported.iterdir()}
+
+
+def _official_cityscapes_miou(predictions: Path, root: Path) -> float:
+    """``evalPixelLevelSemanticLabeling`` (class IoU only: its iIoU path needs numpy < 2.4)."""
+    import contextlib
+    import copy
+    import io
+
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ev  # noqa: N813
+
+    ground_truth = [p for p in sorted(root.glob("gtFine/val/*/*_gtFine_labelIds.png"))
+                    if (predictions / p.name.replace("_gtFine_labelIds", "_leftImg8bit")).is_file()]
+    predicted = [predictions / p.name.replace("_gtFine_labelIds", "_leftImg8bit")
+                 for p in ground_truth]
+    assert len(predicted) == len(list(predictions.iterdir())) == 2  # data.val_max_images
+    args = copy.copy(ev.args)
+    args.evalInstLevelScore = args.evalPixelAccuracy = False
+    args.quiet, args.JSONOutput = True, False
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = ev.evaluateImgLists([str(p) for p in predicted], [str(p) for p in ground_truth],
+                                     args)
+    return float(result["averageScoreClasses"])
 
 
 def test_killed_worker_resumes_and_ends_like_an_uninterrupted_run(project, local_ray, tmp_path):
