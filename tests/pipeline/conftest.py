@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 
@@ -148,3 +159,80 @@ def md5_of(data: bytes) -> str:
 @pytest.fixture
 def md5() -> Callable[[bytes], str]:
     return md5_of
+
+
+# --------------------------------------------------------------------------- Ray on loopback
+
+
+@dataclass
+class LoopbackCluster:
+    """Ray nodes started with ``ray start`` on loopback addresses, for one test."""
+
+    address: str
+    env: dict[str, str]
+    temp: Path
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _started_by(pid: int, temp: str) -> bool:
+    """A process of our nodes: its command line or environment names our temp dir."""
+    try:
+        proc = psutil.Process(pid)
+        return temp in " ".join(proc.cmdline()) or proc.environ().get("RAY_TMPDIR") == temp
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def stop_processes(pids: list[int]) -> None:
+    """SIGTERM these processes, SIGKILL what is left after 10 s (zombies count as gone)."""
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        for proc in filter(_alive, procs):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        deadline = time.monotonic() + wait
+        while any(map(_alive, procs)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def loopback_ray() -> Iterator[Callable[..., LoopbackCluster]]:
+    """Factory: ``loopback_ray(nodes=("127.0.0.2", ...), cpus=1)`` starts a head on the first
+    address and one node per further address (token auth, own temp dir); everything it
+    started is stopped by PID afterwards."""
+    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
+    before = set(psutil.pids())
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+
+    def start(nodes: tuple[str, ...] = ("127.0.0.2",), cpus: int = 1) -> LoopbackCluster:
+        env = {**os.environ, "HOME": str(temp), "RAY_TMPDIR": str(temp),
+               "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+               "RAY_USAGE_STATS_ENABLED": "0"}
+        with socket.socket() as s:
+            s.bind((nodes[0], 0))
+            port = s.getsockname()[1]
+        common = [f"--num-cpus={cpus}", "--memory=3000000000", "--object-store-memory=200000000",
+                  "--disable-usage-stats"]
+        subprocess.run([ray_cli, "start", "--head", f"--node-ip-address={nodes[0]}",
+                        f"--port={port}", f"--temp-dir={temp}", *common], env=env, check=True,
+                       capture_output=True, timeout=120)
+        for ip in nodes[1:]:
+            subprocess.run([ray_cli, "start", f"--address={nodes[0]}:{port}",
+                            f"--node-ip-address={ip}", *common], env=env, check=True,
+                           capture_output=True, timeout=120)
+        return LoopbackCluster(f"{nodes[0]}:{port}", env, temp)
+
+    yield start
+    ours = [pid for pid in set(psutil.pids()) - before if _started_by(pid, str(temp))]
+    stop_processes(ours)
+    assert not any(_alive(psutil.Process(p)) for p in ours if psutil.pid_exists(p))
+    shutil.rmtree(temp, ignore_errors=True)

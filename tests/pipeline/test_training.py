@@ -4,17 +4,10 @@ two-node Ray cluster on loopback addresses, a Tune sweep. Slow: they start Ray."
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import ray
 from mlflow import MlflowClient
@@ -136,83 +129,21 @@ def test_killed_worker_resumes_and_ends_like_an_uninterrupted_run(project, local
         assert resumed[key] == clean[key], key
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.2", 0))
-        return s.getsockname()[1]
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _stop(pids: list[int]) -> None:
-    """SIGTERM these processes, SIGKILL what is left after 10 s (zombies count as gone)."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for proc in filter(_alive, procs):
-            try:
-                proc.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        deadline = time.monotonic() + wait
-        while any(map(_alive, procs)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
-def test_two_node_cluster_on_loopback_trains_across_both_nodes(project):
+def test_two_node_cluster_on_loopback_trains_across_both_nodes(project, loopback_ray):
     """A Ray head on 127.0.0.2 and a second node on 127.0.0.3; a 2-worker DDP training must
-    place one worker on each; both nodes are stopped by PID."""
-    temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths
-    env = {**os.environ, "HOME": str(temp), "RAY_TMPDIR": str(temp), "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    node = ["--num-cpus=1", "--memory=2000000000", "--object-store-memory=200000000",
-            "--disable-usage-stats"]
-    before = set(psutil.pids())
-    try:
-        subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.2",
-                        f"--port={port}", f"--temp-dir={temp}", *node], env=env, check=True,
-                       capture_output=True, timeout=120)
-        subprocess.run([ray_cli, "start", f"--address=127.0.0.2:{port}",
-                        "--node-ip-address=127.0.0.3", *node], env=env, check=True,
-                       capture_output=True, timeout=120)
-        started = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, "-m", "pipeline.train", EXPERIMENT, *project["overrides"],
-             f"scaling.address=127.0.0.2:{port}", "scaling.num_workers=2",
-             "scaling.cpus_per_worker=1", "schedule.iterations=2", "schedule.val_every=2",
-             "schedule.checkpoint_every=2"],
-            env={**env, "RAY_NODE_IP_ADDRESS": "127.0.0.2"}, cwd=PROJECT_ROOT,
-            capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert time.monotonic() - started < 600
-    finally:
-        ours = [pid for pid in set(psutil.pids()) - before if _is_ours(pid, str(temp))]
-        _stop(ours)
-        assert not any(_alive(psutil.Process(p)) for p in ours if psutil.pid_exists(p))
-    metrics = json.loads((project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"
-                          / "metrics.json").read_text())
+    place one worker on each; both nodes are stopped by PID (by the fixture)."""
+    cluster = loopback_ray(nodes=("127.0.0.2", "127.0.0.3"), cpus=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", EXPERIMENT, *project["overrides"],
+         f"scaling.address={cluster.address}", "scaling.num_workers=2",
+         "scaling.cpus_per_worker=1", "schedule.iterations=2", "schedule.val_every=2",
+         "schedule.checkpoint_every=2"],
+        env=cluster.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((project["root"] / "runs" / "smoke" / "train" / "table1"
+                          / "dgmn_da_dw_ds" / "metrics.json").read_text())
     assert sorted(metrics["worker_nodes"]) == ["127.0.0.2", "127.0.0.3"]
     assert metrics["iteration"] == 2
-
-
-def _is_ours(pid: int, temp: str) -> bool:
-    """A process started for this test: its command line or environment names our temp dir."""
-    try:
-        proc = psutil.Process(pid)
-        return temp in " ".join(proc.cmdline()) or proc.environ().get("RAY_TMPDIR") == temp
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 def test_tune_sweep_writes_the_results_table_and_child_runs(project, local_ray):

@@ -1,0 +1,137 @@
+"""The DVC pipeline: the DAG and params agree with the configs; the smoke profile runs end to
+end (interrupted during training, then resumed without redoing finished stages) and its
+report has every Table 1 row with finite numbers; bad configs stop the first stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.config.compose import PROJECT_ROOT
+
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def _params() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def test_params_train_exactly_what_the_default_report_needs():
+    params = _params()
+    tables = load_config([f"profile={params['profile']}"]).report.tables
+    needed = set()
+    for path in (PROJECT_ROOT / "conf" / "experiment").rglob("*.yaml"):
+        name = path.relative_to(PROJECT_ROOT / "conf" / "experiment").with_suffix("").as_posix()
+        cfg = load_config([f"experiment={name}"])
+        if cfg.experiment.table in tables:
+            needed.add((cfg.trained_as, cfg.data.name))
+    listed = {(item["name"], item["data"]) for item in params["train"].values()}
+    assert listed == needed
+    for key, item in params["train"].items():
+        assert key == item["name"].replace("/", "-")
+
+
+def test_dag_is_valid_and_every_stage_is_listed():
+    result = subprocess.run([DVC, "stage", "list"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    stages = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    expected = {"fetch@cityscapes", "fetch@coco", "preprocess@cityscapes", "preprocess@coco",
+                "tune", "report"}
+    expected |= {f"{kind}@{key}" for key in _params()["train"] for kind in ("train", "evaluate")}
+    assert stages == expected
+
+
+def _copy_project(dest: Path) -> None:
+    """The tracked files of the project (what a fresh clone holds), as a new git repo."""
+    files = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for name in files:
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+
+
+def _smoke_params(repo: Path) -> list[str]:
+    """params.yaml of the copy: profile smoke, the experiments of Table 1."""
+    train = {}
+    for path in sorted((repo / "conf" / "experiment" / "table1").glob("*.yaml")):
+        name = f"table1/{path.stem}"
+        train[name.replace("/", "-")] = {"name": name, "data": "cityscapes"}
+    (repo / "params.yaml").write_text(yaml.safe_dump({"profile": "smoke", "train": train}))
+    return sorted(train)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loopback_ray):
+    repo = tmp_path / "repo"
+    _copy_project(repo)
+    keys = _smoke_params(repo)
+    cluster = loopback_ray(nodes=("127.0.0.2",), cpus=2)
+    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(repo)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    # First run: interrupt it (Ctrl-C) while the second experiment trains.
+    log = repo / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen([DVC, "repro"], cwd=repo, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while f"train@{keys[1]}" not in log.read_text() or "it 2/4" not in \
+                log.read_text().split(f"train@{keys[1]}")[-1]:
+            assert first.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the first run never reached training"
+            time.sleep(0.5)
+        os.killpg(first.pid, signal.SIGINT)
+        first.wait(timeout=120)
+    assert first.returncode != 0
+    assert (repo / "runs" / "smoke" / "train" / "table1" / keys[0].split("-", 1)[1]
+            / "metrics.json").is_file()
+
+    # Second run: finishes, reusing the stages the first run completed.
+    second = subprocess.run([DVC, "repro"], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=1200)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-5000:]
+    for stage in ("fetch@cityscapes", "preprocess@cityscapes", f"train@{keys[0]}"):
+        assert f"Running stage '{stage}'" not in output, stage
+    assert f"Running stage 'train@{keys[1]}'" in output  # the interrupted one, resumed
+    assert "resumed from iteration 2" in output  # from its Ray Train checkpoint
+
+    summary = json.loads((repo / "reports" / "smoke" / "summary.json").read_text())
+    rows = [row for table in summary["tables"].values() for row in table["rows"]]
+    assert list(summary["tables"]) == ["table1_cityscapes_val_ablation"]
+    assert len(rows) == 7 and all(row["finite"] for row in rows) and summary["all_finite"]
+    assert "<!-- results:start -->\n## Results" in (repo / "README.md").read_text()
+
+    # A third run with nothing changed does nothing.
+    third = subprocess.run([DVC, "repro"], cwd=repo, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert third.returncode == 0 and "Running stage" not in third.stdout + third.stderr
+
+
+def test_missing_dataset_root_stops_the_train_stage_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.evaluate", "experiment=table1/dgmn_da",
+         "profile=smoke", f"paths.runs={tmp_path}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no trained model" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "pipeline.report", "profile=smoke",
+                             "report.tables=[table9]"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "table9" in result.stderr
+    assert "Traceback" not in result.stderr
