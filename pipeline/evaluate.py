@@ -206,7 +206,7 @@ def evaluate_detection(cfg: PipelineConfig, model: nn.Module, out: Path,
         write_coco_results(results, out / "coco_results.json")
     metrics = evaluate_coco(dataset.coco, results, img_ids=[dataset.ids[i] for i in range(count)])
     image = dataset[0][0]
-    example = ([image],)
+    example = [image]
     return {**metrics, **complexity(cfg, model, example),
             "latency_ms": latency_ms(model, example, cfg.evaluate.latency_reps)}
 

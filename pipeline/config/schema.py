@@ -193,6 +193,16 @@ class ReportSettings:
     tables: list[str] | None = None
     allow_missing: bool = False
 
+    def __post_init__(self) -> None:
+        if self.tables is None:
+            return
+        from dgmn.paper import paper_tables
+
+        known = sorted(name for name, table in paper_tables().items()
+                       if isinstance(table, dict) and "rows" in table)
+        for table in self.tables:
+            _require(table in known, "report.tables", table, f"must be one of {known}")
+
 
 @dataclass
 class PathSettings:

@@ -76,6 +76,7 @@ def test_alias_rows_train_the_same_run():
         (["tune.rates=[[1,0]]"], "tune.rates"),
         (["tune.groups=[0]"], "tune.groups"),
         (["model=mask_rcnn"], "model.name"),
+        (["report.tables=[table9]"], "report.tables"),
     ],
 )
 def test_bad_configs_fail_at_start_up_naming_the_key(overrides, match):

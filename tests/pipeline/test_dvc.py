@@ -124,14 +124,17 @@ def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loo
     assert third.returncode == 0 and "Running stage" not in third.stdout + third.stderr
 
 
-def test_missing_dataset_root_stops_the_train_stage_with_one_line(tmp_path):
+def test_missing_inputs_and_unknown_tables_stop_a_stage_with_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.evaluate", "experiment=table1/dgmn_da",
          "profile=smoke", f"paths.runs={tmp_path}"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no trained model" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "pipeline.report", "profile=smoke",
-                             "report.tables=[table9]"], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 2 and "table9" in result.stderr
+    # an unknown table fails the first stage already (every stage validates the whole config)
+    result = subprocess.run([sys.executable, "-m", "pipeline.dataset", "fetch", "cityscapes",
+                             "profile=smoke", "report.tables=[table9]",
+                             f"paths.raw={tmp_path / 'raw'}"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "report.tables='table9'" in result.stderr
+    assert not (tmp_path / "raw").exists()
     assert "Traceback" not in result.stderr
