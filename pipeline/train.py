@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
+from dgmn.metrics import count_complexity
 from pipeline.common.errors import StageError, hydra_overrides, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
 from pipeline.training.state import History, load_model_weights
-from pipeline.training.tasks import build_task
+from pipeline.training.tasks import build_task, example_input
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
 
@@ -44,14 +45,17 @@ def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:
         return "unknown"
 
 
-def preflight(cfg: PipelineConfig, project_root: Path) -> int:
-    """Fail before Ray starts: dataset root present, model builds. Returns the param count."""
+def preflight(cfg: PipelineConfig, project_root: Path) -> dict[str, float]:
+    """Fail before Ray starts: dataset root present, model builds and runs on one input.
+    Returns its params and MACs (paper convention and full) on that input."""
     task = build_task(cfg, project_root)
     try:
         model = task.build_model()
     except (ValueError, TypeError) as exc:
         raise StageError(f"model config {cfg.model}: {exc}") from None
-    return sum(p.numel() for p in model.parameters())
+    counts = count_complexity(model, example_input(cfg))
+    return {"params": counts.params, "params_m": counts.params_m,
+            "gmacs_paper": counts.paper_gmacs, "gmacs_full": counts.full_gmacs}
 
 
 def plot_curves(history: History, metric: str, path: Path) -> None:
@@ -99,7 +103,7 @@ def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
           parent_run_id: str | None = None, fault: dict[str, Any] | None = None,
           ) -> dict[str, Any]:
     """Train ``cfg`` end to end and write its outputs; returns the final metrics."""
-    params = preflight(cfg, project_root)
+    complexity = preflight(cfg, project_root)
     key = run_key(cfg)
     tracker: Tracker | None = None
     if cfg.tracking.enabled:
@@ -112,7 +116,7 @@ def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
                   "profile": cfg.profile},
             parent_run_id=parent_run_id,
             artifact_location=artifact_location(cfg, project_root))
-        tracker.log_metrics({"params": params}, step=0)
+        tracker.log_metrics(complexity, step=0)
     ensure_ray(cfg)
     trainer = make_trainer(cfg, project_root, name=key, fault=fault,
                            tracking={"uri": tracker.uri, "run_id": tracker.run_id}
@@ -127,7 +131,7 @@ def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
     out = output_dir(cfg, project_root)
     with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
         final = write_outputs(cfg, tmp, Path(state_dir), metric,
-                              {"params": params, "run_key": key})
+                              {**complexity, "run_key": key})
     if tracker:
         for name in ("metrics.json", "history.json", "config.json", "curves.png", "model.pt"):
             tracker.log_artifact(out / name)

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -32,7 +31,7 @@ from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
 from pipeline.config.schema import ConfigError
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
-from pipeline.training.tasks import build_task
+from pipeline.training.tasks import build_task, example_input
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
 TRIAL_CPUS = 0.25  # the trial's own actor only waits on its Train run
@@ -66,12 +65,8 @@ def with_rates_and_groups(cfg: PipelineConfig, rates: Sequence[int], groups: int
 
 def model_complexity(cfg: PipelineConfig) -> tuple[float, float]:
     """(params in M, GMACs in the paper's convention) of the whole model on one crop."""
-    model = build_task(cfg, PROJECT_ROOT).build_model().eval()
-    if cfg.data.task == "segmentation":
-        counts = count_complexity(model, torch.randn(1, 3, *cfg.data.crop_size))
-    else:
-        side = cfg.data.min_size
-        counts = count_complexity(model, [torch.rand(3, side, side)])
+    model = build_task(cfg, PROJECT_ROOT).build_model()
+    counts = count_complexity(model, example_input(cfg))
     return counts.params_m, counts.paper_gmacs
 
 

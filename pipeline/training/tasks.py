@@ -177,6 +177,14 @@ class DetectionTask:
         return dict(evaluate_coco(dataset.coco, results, img_ids=image_ids))
 
 
+def example_input(cfg: PipelineConfig) -> Any:
+    """One input of the model at its training size, for counting params and MACs: a
+    ``(1, 3, H, W)`` crop for segmentation, a list with one square image for detection."""
+    if cfg.data.task == "segmentation":
+        return torch.randn(1, 3, *cfg.data.crop_size)
+    return [torch.rand(3, cfg.data.min_size, cfg.data.min_size)]
+
+
 def build_task(cfg: PipelineConfig, project_root: Path) -> Task:
     """The task adapter of ``cfg.data.task``."""
     return (SegmentationTask if cfg.data.task == "segmentation" else DetectionTask)(

@@ -76,6 +76,8 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
     assert len(run.data.tags["git_commit"]) >= 40
     assert len(run.data.tags["dataset_manifest"]) == 64
     assert run.data.metrics["val_miou"] == pytest.approx(metrics["miou"])
+    assert run.data.metrics["params"] == metrics["params"] > 0  # params and MACs logged
+    assert run.data.metrics["gmacs_full"] >= run.data.metrics["gmacs_paper"] > 0
     losses = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in losses] == [1, 2, 3, 4]
     lrs = [m.value for m in client.get_metric_history(run.info.run_id, "lr")]
