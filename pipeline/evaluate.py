@@ -32,21 +32,19 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from dgmn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dgmn.metrics import count_complexity
 from dgmn.metrics.coco import evaluate_coco, write_coco_results
-from dgmn.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
+from dgmn.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from dgmn.models import build_model
 from dgmn.nn.dgmn import DGMN
-from dgmn.ops.sampling import sampling_positions
+from dgmn.viz.walks import sampled_nodes
 from pipeline.common.errors import StageError, hydra_overrides, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.evaluation.inference import detection_results, segment, segmentation_confusion
 from pipeline.training.tasks import build_task, val_count
-
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def train_dir(cfg: PipelineConfig, project_root: Path) -> Path:
@@ -104,7 +102,9 @@ def latency_ms(model: nn.Module, example: Any, reps: int) -> float:
 
 
 def _denormalise(image: Tensor) -> np.ndarray:
-    pixels = (image.float().cpu() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    pixels = (image.float().cpu() * std + mean).clamp(0, 1) * 255
     return pixels.round().byte().permute(1, 2, 0).numpy()
 
 
@@ -128,23 +128,12 @@ def _walks_figure(model: nn.Module, image: Tensor) -> dict[str, np.ndarray] | No
     with torch.no_grad():
         model(image.unsqueeze(0))
     handle.remove()
-    state = captured["x"]
-    height, width = state.shape[-2:]
+    height, width = captured["x"].shape[-2:]
     receiver = (height // 2, width // 2)
-    with torch.no_grad():
-        walks = module.predict_walks(state)
-    positions, uniform = [], []
-    for q, rate in enumerate(module.rates):
-        walk = None if walks is None else walks[:, q]
-        kwargs = {"dtype": state.dtype, "device": state.device}
-        walked = sampling_positions(walk, module.kernel_size, rate, height, width, **kwargs)
-        grid = sampling_positions(None, module.kernel_size, rate, height, width, **kwargs)
-        positions.append(walked[0, :, :, receiver[0], receiver[1]])
-        uniform.append(grid[0, :, :, receiver[0], receiver[1]])
+    positions, uniform = sampled_nodes(module, captured["x"], receiver)
     return {"image": _denormalise(image), "stride": np.array(image.shape[-1] // width),
             "rates": np.array(module.rates), "kernel_size": np.array(module.kernel_size),
-            "receiver": np.array(receiver), "positions": torch.stack(positions).numpy(),
-            "uniform": torch.stack(uniform).numpy()}
+            "receiver": np.array(receiver), "positions": positions, "uniform": uniform}
 
 
 def evaluate_segmentation(cfg: PipelineConfig, model: nn.Module, out: Path,
@@ -155,27 +144,21 @@ def evaluate_segmentation(cfg: PipelineConfig, model: nn.Module, out: Path,
     device = torch.device("cpu")
     settings = cfg.evaluate
     window = settings.window
-    single = segmentation_confusion(model, dataset, range(count), cfg.data.num_classes, device,
-                                    cfg.data.ignore_index, window=window)
     multi = segmentation_confusion(model, dataset, range(count), cfg.data.num_classes, device,
                                    cfg.data.ignore_index, scales=settings.scales,
                                    flip=settings.flip, window=window)
-    ious = iou_per_class(single)
-    metrics: dict[str, Any] = {
-        "miou": 100 * mean_iou(single), "miou_ms_flip": 100 * mean_iou(multi),
-        "pixel_accuracy": 100 * pixel_accuracy(single),
-        "iou_per_class": [None if torch.isnan(v) else 100 * float(v) for v in ious],
-        "class_names": list(dataset.classes)}
+    single = torch.zeros_like(multi)
     lut = _train_to_label_ids()
     images, labels, predictions = [], [], []
     if settings.export:
         (out / "cityscapes_results").mkdir()
-    for index in range(count):
+    for index in range(count):  # single scale: metrics, official export, figures in one pass
         image, mask = dataset[index]
+        prediction = segment(model, image, window=window).argmax(0)
+        single += confusion_matrix(prediction, mask.as_subclass(Tensor), cfg.data.num_classes,
+                                   cfg.data.ignore_index)
+        prediction = prediction.byte().numpy()
         wanted = index < settings.qualitative_images
-        if not (settings.export or wanted):
-            break
-        prediction = segment(model, image, window=window).argmax(0).byte().numpy()
         if settings.export:
             stem = Path(dataset.samples[index][0]).name.replace("_leftImg8bit.png", "")
             Image.fromarray(lut[prediction]).save(
@@ -184,6 +167,12 @@ def evaluate_segmentation(cfg: PipelineConfig, model: nn.Module, out: Path,
             images.append(_denormalise(image))
             labels.append(mask.numpy().astype(np.uint8))
             predictions.append(prediction)
+    ious = iou_per_class(single)
+    metrics: dict[str, Any] = {
+        "miou": 100 * mean_iou(single), "miou_ms_flip": 100 * mean_iou(multi),
+        "pixel_accuracy": 100 * pixel_accuracy(single),
+        "iou_per_class": [None if torch.isnan(v) else 100 * float(v) for v in ious],
+        "class_names": list(dataset.classes)}
     if images:
         np.savez_compressed(out / "qualitative.npz", images=np.stack(images),
                             labels=np.stack(labels), predictions=np.stack(predictions))

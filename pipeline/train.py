@@ -27,7 +27,7 @@ from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
-from pipeline.training.state import History, load_model_weights
+from pipeline.training.state import History
 from pipeline.training.tasks import build_task, example_input
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
@@ -94,7 +94,7 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
     (directory / "config.json").write_text(json.dumps(as_dict(cfg), indent=2) + "\n")
     if "confusion" in state["metrics"]:
         (directory / "confusion.json").write_text(json.dumps(state["metrics"]["confusion"]))
-    torch.save(load_model_weights(state_dir), directory / "model.pt")
+    torch.save(state["model"], directory / "model.pt")
     plot_curves(history, metric, directory / "curves.png")
     return final
 

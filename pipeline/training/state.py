@@ -83,7 +83,3 @@ def load_state(directory: Path, *, model: nn.Module, optimizer: torch.optim.Opti
     restore_rng_states(state["rng"])
     return state["iteration"], History(**state["history"])
 
-
-def load_model_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """Only the model weights of a checkpoint directory."""
-    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)["model"]
