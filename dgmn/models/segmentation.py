@@ -21,15 +21,11 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops.misc import Conv2dNormActivation
 
+from dgmn._checks import check_positive_int
 from dgmn.models.backbones import build_resnet, stage_out_channels
 from dgmn.nn import build_context_module
 
 __all__ = ["DilatedFCN"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 class DilatedFCN(nn.Module):
@@ -65,8 +61,8 @@ class DilatedFCN(nn.Module):
                  weights: str | os.PathLike[str] | None = None, dropout: float = 0.1,
                  aux_head: bool = False, align_corners: bool = False) -> None:
         super().__init__()
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("channels", channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("channels", channels)
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
                 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a float in [0, 1), got dropout={dropout!r}")

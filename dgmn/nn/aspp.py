@@ -13,12 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
+from dgmn._checks import check_positive_int
+
 __all__ = ["ASPP"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 class _ImagePooling(nn.Module):
@@ -73,16 +70,16 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, channels: int = 256, out_channels: int | None = None,
                  rates: Sequence[int] = (12, 24, 36), dropout: float = 0.0) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("channels", channels)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("channels", channels)
         if out_channels is None:
             out_channels = in_channels
-        _check_positive_int("out_channels", out_channels)
+        check_positive_int("out_channels", out_channels)
         rates = tuple(rates)
         if len(rates) == 0:
             raise ValueError(f"rates must be a non-empty sequence of positive ints, got {rates=}")
         for rate in rates:
-            _check_positive_int("rates", rate)
+            check_positive_int("rates", rate)
         if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
                 or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a float in [0, 1), got dropout={dropout!r}")

@@ -9,12 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dgmn._checks import check_positive_int
+
 __all__ = ["CrissCrossAttention"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 class CrissCrossAttention(nn.Module):
@@ -41,9 +38,9 @@ class CrissCrossAttention(nn.Module):
 
     def __init__(self, in_channels: int, recurrence: int = 2, reduction: int = 8) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("recurrence", recurrence)
-        _check_positive_int("reduction", reduction)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("recurrence", recurrence)
+        check_positive_int("reduction", reduction)
         key_channels = in_channels // reduction
         if key_channels < 1:
             raise ValueError(f"in_channels={in_channels} is too small for reduction={reduction} "

@@ -9,12 +9,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
+from dgmn._checks import check_positive_int
+
 __all__ = ["ChannelAttention", "DualAttention", "PositionAttention"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 class PositionAttention(nn.Module):
@@ -27,8 +24,8 @@ class PositionAttention(nn.Module):
 
     def __init__(self, in_channels: int, key_channels: int) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("key_channels", key_channels)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("key_channels", key_channels)
         self.query = nn.Conv2d(in_channels, key_channels, 1)
         self.key = nn.Conv2d(in_channels, key_channels, 1, bias=False)
         self.value = nn.Conv2d(in_channels, in_channels, 1)
@@ -86,14 +83,14 @@ class DualAttention(nn.Module):
                  inter_channels: int | None = None, reduction: int = 8,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("in_channels", in_channels)
         if out_channels is None:
             out_channels = in_channels
-        _check_positive_int("out_channels", out_channels)
+        check_positive_int("out_channels", out_channels)
         if inter_channels is None:
             inter_channels = in_channels // 4
-        _check_positive_int("inter_channels", inter_channels)
-        _check_positive_int("reduction", reduction)
+        check_positive_int("inter_channels", inter_channels)
+        check_positive_int("reduction", reduction)
         if inter_channels // reduction < 1:
             raise ValueError(f"inter_channels={inter_channels} is too small for "
                              f"reduction={reduction} (no query/key channels left)")

@@ -14,12 +14,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from dgmn._checks import check_positive_int
+
 __all__ = ["DeformableConvContext", "ModulatedDeformConv2d"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 def _pair(name: str, value: int | tuple[int, int], minimum: int) -> tuple[int, int]:
@@ -55,9 +52,9 @@ class ModulatedDeformConv2d(nn.Module):
                  padding: int | tuple[int, int] = 1, dilation: int | tuple[int, int] = 1,
                  groups: int = 1, bias: bool = False) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("groups", groups)
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("out_channels", out_channels)
+        check_positive_int("groups", groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be "
                              f"divisible by groups={groups}")
@@ -124,11 +121,11 @@ class DeformableConvContext(nn.Module):
     def __init__(self, in_channels: int, out_channels: int | None = None,
                  dilation: int = 1) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("in_channels", in_channels)
         if out_channels is None:
             out_channels = max(in_channels // 2, 1)
-        _check_positive_int("out_channels", out_channels)
-        _check_positive_int("dilation", dilation)
+        check_positive_int("out_channels", out_channels)
+        check_positive_int("dilation", dilation)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.conv = ModulatedDeformConv2d(in_channels, out_channels, 3, padding=dilation,

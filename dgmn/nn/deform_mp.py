@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from dgmn._checks import check_positive_int
 from dgmn.nn.deform_conv import ModulatedDeformConv2d
 from dgmn.ops import check_kernel_size, check_rates
 
@@ -32,8 +33,7 @@ class DeformableMessagePassing(nn.Module):
     def __init__(self, in_channels: int, rates: Sequence[int] = (1,), kernel_size: int = 3,
                  beta_init: float = 1.0) -> None:
         super().__init__()
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_positive_int("in_channels", in_channels)
         self.rates = check_rates(rates)
         self.kernel_size = check_kernel_size(kernel_size)
         self.in_channels = self.out_channels = in_channels

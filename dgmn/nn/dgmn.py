@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from dgmn._checks import check_positive_int
 from dgmn.ops import check_kernel_size, check_rates, dynamic_message_passing
 from dgmn.ops.message_passing import Backend
 
@@ -54,8 +55,7 @@ class DGMN(nn.Module):
                  beta_init: float = 1.0, num_steps: int = 1, memory_efficient: bool = False,
                  backend: Backend = "auto") -> None:
         super().__init__()
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels <= 0:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        check_positive_int("in_channels", in_channels)
         self.rates = check_rates(rates)
         self.kernel_size = check_kernel_size(kernel_size)
         if dynamic_filters:

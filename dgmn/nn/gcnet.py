@@ -9,12 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dgmn._checks import check_positive_int
+
 __all__ = ["ContextBlock"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 class ContextBlock(nn.Module):
@@ -37,7 +34,7 @@ class ContextBlock(nn.Module):
 
     def __init__(self, in_channels: int, ratio: float = 1.0 / 4) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("in_channels", in_channels)
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or ratio <= 0:
             raise ValueError(f"ratio must be a positive float, got ratio={ratio!r}")
         planes = int(in_channels * ratio)

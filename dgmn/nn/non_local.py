@@ -8,12 +8,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgmn._checks import check_positive_int
+
 __all__ = ["NonLocal2d"]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
 
 
 class NonLocal2d(nn.Module):
@@ -45,10 +42,10 @@ class NonLocal2d(nn.Module):
     def __init__(self, in_channels: int, inter_channels: int | None = None,
                  sub_sample: bool = False) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("in_channels", in_channels)
         if inter_channels is None:
             inter_channels = max(in_channels // 2, 1)
-        _check_positive_int("inter_channels", inter_channels)
+        check_positive_int("inter_channels", inter_channels)
         self.in_channels = in_channels
         self.inter_channels = inter_channels
         self.out_channels = in_channels
