@@ -258,10 +258,10 @@ def _gather_relation(j, start, end, tmask, ty, tx, b, order_ptr, rates_ptr, walk
         wx = lx
     else:
         wx = 1.0 - lx
-    coef = tl.where(hit, wgt * wy * wx, 0.0)
+    coef = wgt * wy * wx
     go = tl.load(go_b + (py * sgo_h + px * sgo_w)[:, None] + chan_go,
                  mask=hit[:, None] & cmask2, other=0.0).to(tl.float32)
-    return coef[:, None] * go
+    return tl.where(hit[:, None], coef[:, None] * go, 0.0)
 
 
 @triton.jit
