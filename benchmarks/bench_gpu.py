@@ -573,14 +573,17 @@ def op_rows(s: Settings) -> list[Row]:
 
                 try:
                     with _flash_context(s) if flash else contextlib.nullcontext():
+                        # no CUDA graphs for modules: on the H200 (torch 2.11) capturing the
+                        # DGMN module's forward+backward raised a sticky CUDA error
+                        # (cudaErrorInvalidAddressSpace) that ended the whole run
                         measure_callable(row, _features_input(s, height, width, dtype),
-                                         forward, ("x",), params, s)
+                                         forward, ("x",), params, s, graphs=False)
                 except RuntimeError as error:
                     if not flash:
                         raise
                     row.extra["note"] = f"flash failed ({_short_error(error)}): default SDPA"
                     measure_callable(row, _features_input(s, height, width, dtype), forward,
-                                     ("x",), params, s)
+                                     ("x",), params, s, graphs=False)
                 del module, params
 
         row = add("sdpa_core_flash")
@@ -634,7 +637,7 @@ def _deform_row(row: Row, s: Settings, height: int, width: int, dtype: torch.dty
     candidates = [dtype] + [d for d in (torch.float16, torch.float32) if d != dtype]
     for n, candidate in enumerate(candidates):
         try:
-            measure_callable(row, make(candidate), forward, names, (), s)
+            measure_callable(row, make(candidate), forward, names, (), s, graphs=False)
             row.dtype = str(candidate).removeprefix("torch.")
             return
         except (RuntimeError, NotImplementedError) as error:  # torchvision has no bf16 kernel
@@ -811,11 +814,11 @@ def _train_row(row: Row, s: Settings, context: str | None, backend: str,
               for _ in range(2)]
     for target in labels:
         target[:, :8] = 255  # some ignored pixels, as in Cityscapes
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if s.cuda
-                else contextlib.nullcontext())
-    flash = _flash_context(s) if context == "nonlocal" else contextlib.nullcontext()
-
     def step(i: int) -> None:
+        # fresh context managers per step: sdpa_kernel's is generator-based (one use only)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if s.cuda
+                    else contextlib.nullcontext())
+        flash = _flash_context(s) if context == "nonlocal" else contextlib.nullcontext()
         optimizer.zero_grad(set_to_none=True)
         with autocast, flash:
             logits = model(crops[i])
@@ -1003,6 +1006,16 @@ def main(argv: list[str] | None = None) -> int:
                                for h, w in s.sizes}
 
     rows: list[Row] = []
+
+    def save() -> None:
+        """Write what is measured so far (atomically), so a run cut short still leaves data."""
+        report["rows"] = [asdict(r) for r in rows]
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.out.with_name(args.out.name + ".tmp")
+        partial.write_text(json.dumps(report, indent=2, default=str))
+        partial.replace(args.out)
+
     if "correctness" not in args.skip:
         print("  correctness")
         try:
@@ -1013,21 +1026,20 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         for check in report["correctness"]:
             print(f"    {'ok  ' if check['passed'] else 'FAIL'} {check}")
+        save()
     if "ops" not in args.skip:
         rows += op_rows(s)
         report["kernels"] = kernel_resources()
-    if "sweep" not in args.skip:
-        print("  kernel blocking sweep")
-        report["sweep"] = sweep_rows(s)
+        save()
     if "models" not in args.skip:
         print("  models")
         rows += model_rows(s)
-    report["rows"] = [asdict(r) for r in rows]
+        save()
+    if "sweep" not in args.skip:
+        print("  kernel blocking sweep")
+        report["sweep"] = sweep_rows(s)
     report["targets"] = evaluate_targets(rows, s)
-    report["wall_s"] = round(time.perf_counter() - started, 1)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
+    save()
     print()
     print_table(rows)
     if report.get("kernels"):
