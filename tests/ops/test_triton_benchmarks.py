@@ -66,7 +66,8 @@ def test_kernels_compile_for_h100_without_spills(tmp_path, monkeypatch):
         for name in inspect.KERNELS)}
     assert set(report) == set(inspect.KERNELS)
     for name, row in report.items():
-        assert row["reg"] <= 128 and row["stack"] == 0, (name, row)
+        # ≤ 168 registers at 4 warps per program still fits 3 programs (12 warps) per SM
+        assert row["reg"] <= 168 and row["stack"] == 0, (name, row)
     for name in ("fwd", "bwd_feat_gather", "bwd_param"):
         assert report[name]["sass"].get("LDG.E.128", 0) > 0, name
     gather = report["bwd_feat_gather"]["sass"]

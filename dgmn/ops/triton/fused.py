@@ -50,18 +50,20 @@ class KernelConfig:
 
 def default_config(channels_per_group: int, backward: bool,
                    element_size: int = 2) -> KernelConfig:
-    """Default blocking: up to 128 channels of one group × 16-64 positions, 8 warps.
+    """Default blocking: up to 128 channels of one group × 16-64 positions, 4 warps.
 
     Forward programs hold 4096 elements for 2-byte inputs, 2048 for fp32; backward programs
-    2048 (their tiles are fp32). That keeps 8-16 elements per thread: 48-80 registers for
-    sm_90 at the benchmark size, no spills (see ``benchmarks/inspect_kernels.py``).
+    2048 (their tiles are fp32). 4 warps beat 8 by 3-7 % in the H200 sweep (forward
+    4×8×128: 0.467 vs 0.502 ms at 97×97, 1.549 vs 1.678 ms at 129×257; backward 2×8×128:
+    2.79 vs 2.89 ms; see BENCHMARKS.md), with no spills for sm_90
+    (``benchmarks/inspect_kernels.py``).
     """
     block_c = min(triton.next_power_of_2(channels_per_group), 128)
     elements = 2048 if backward or element_size > 2 else 4096
     positions = min(max(elements // block_c, 16), 64)
     tile_w = 8
     return KernelConfig(tile_h=positions // tile_w, tile_w=tile_w, block_c=block_c,
-                        num_warps=8)
+                        num_warps=4)
 
 
 FeatureGrad = Literal["gather", "scatter"]
