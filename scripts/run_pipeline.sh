@@ -38,6 +38,12 @@ fi
 
 start=$(date +%s)
 if [ -n "${DGMN_PROFILE:-}" ]; then
+  # `dvc exp run` commits the experiment to a git ref and needs a git identity; without one
+  # configured, name the pipeline for this process only (nothing is written to git config)
+  if [ -z "$(git config user.email || true)" ] && [ -z "${GIT_AUTHOR_EMAIL:-}" ]; then
+    export GIT_AUTHOR_NAME="dgmn pipeline" GIT_AUTHOR_EMAIL="dgmn-pipeline@localhost" \
+           GIT_COMMITTER_NAME="dgmn pipeline" GIT_COMMITTER_EMAIL="dgmn-pipeline@localhost"
+  fi
   dvc exp run -S "profile=${DGMN_PROFILE}" "$@"
 else
   dvc repro "$@"
