@@ -83,6 +83,17 @@ def _table1_params(repo: Path) -> list[str]:
     return sorted(train)
 
 
+def _recorded_checkpoint(storage: Path, key: str) -> bool:
+    """Whether Ray Train's run state for experiment ``key`` lists a checkpoint."""
+    for snapshot in storage.glob(f"{key}-smoke-*/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+                return True
+        except (OSError, ValueError):  # being written
+            pass
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loopback_ray):
@@ -107,11 +118,13 @@ def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loo
                                  env=env, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         deadline = time.monotonic() + 600
-        while f"train@{keys[1]}" not in log.read_text() or "it 2/4" not in \
-                log.read_text().split(f"train@{keys[1]}")[-1]:
+        # interrupt once Ray Train has recorded the experiment's first checkpoint (iteration
+        # 2 of 4) in its run state: a checkpoint reported a moment before Ctrl-C may not be
+        # recorded yet, and then there is nothing to resume from
+        while not _recorded_checkpoint(repo / ".ray_storage", keys[1]):
             assert first.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the first run never reached training"
-            time.sleep(0.5)
+            time.sleep(0.2)
         os.killpg(first.pid, signal.SIGINT)
         first.wait(timeout=120)
     assert first.returncode != 0
