@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 from pycocotools import mask as mask_util  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
+from dgmn.data.coco_format import make_coco_api  # noqa: E402
 from dgmn.metrics.coco import (  # noqa: E402
     STAT_NAMES,
     detections_to_coco_results,
@@ -90,17 +91,9 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
     return [int(c) for c in counts]
 
 
-def _coco(data: dict[str, Any]) -> COCO:
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
 @pytest.fixture(scope="module")
 def coco_gt() -> COCO:
-    return _coco(_ground_truth())
+    return make_coco_api(_ground_truth())
 
 
 def _perfect_outputs(coco: COCO, with_masks: bool = True,
