@@ -149,12 +149,19 @@ def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loo
     rows = [row for table in summary["tables"].values() for row in table["rows"]]
     assert list(summary["tables"]) == ["table1_cityscapes_val_ablation"]
     assert len(rows) == 7 and all(row["finite"] for row in rows) and summary["all_finite"]
-    assert "<!-- results:start -->\n## Results" in (repo / "README.md").read_text()
+    # the run wrote only declared outputs: the README (tracked, not a DVC output) is as
+    # committed; the one tracked file that differs is params.yaml, which `dvc exp run -S` sets
+    assert (repo / "README.md").read_bytes() == (PROJECT_ROOT / "README.md").read_bytes()
+    assert (repo / "reports" / "smoke" / "README_results.md").is_file()
+    modified = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+    assert [line[3:] for line in modified.splitlines()] == ["params.yaml"], modified
 
     # A third run with nothing changed does nothing.
     third = subprocess.run([DVC, "repro"], cwd=repo, env=env, capture_output=True, text=True,
                            timeout=300)
     assert third.returncode == 0 and "Running stage" not in third.stdout + third.stderr
+    assert (repo / "README.md").read_bytes() == (PROJECT_ROOT / "README.md").read_bytes()
 
     # The experiment is recorded, with the profile it ran and its report among its outputs.
     shown = subprocess.run([DVC, "exp", "show", "--json"], cwd=repo, env=env,
