@@ -38,6 +38,8 @@ from torch import nn
 from torchvision.models import get_weight
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from dgmn.errors import DgmnError
+
 __all__ = [
     "BACKBONES",
     "OUTPUT_STRIDES",
@@ -102,7 +104,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(DgmnError, RuntimeError):
     """Backbone weights could not be obtained or loaded (no network, missing or bad file)."""
 
 
