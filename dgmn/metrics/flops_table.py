@@ -27,7 +27,7 @@ from dgmn.paper import paper_rows
 TABLE1_MODULES: dict[str, str] = {
     "deformable": "deformable",
     "aspp": "aspp",
-    "nonlocal": "nonlocal",
+    "nonlocal": "nonlocal_head",
     "dgmn_da": "dgmn_da",
     "dgmn_da_dw": "dgmn_da_dw",
     "dgmn_da_dw_ds": "dgmn_da_dw_ds",

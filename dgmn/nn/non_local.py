@@ -1,16 +1,19 @@
 """Non-local block, embedded-Gaussian version (Wang et al., "Non-local Neural Networks", CVPR 2018).
 
-The fully-connected-graph baseline of the DGMN paper (Table 1 "+ Non-local", Table 2).
+The fully-connected-graph baseline of the DGMN paper: :class:`NonLocal2d` is the block inserted
+into res4 of Mask R-CNN (Table 2); :class:`NonLocalHead`, the block followed by a 3×3 conv, is
+the segmentation head whose size Table 1 "+ Non-local" reports.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
 
 from dgmn._checks import check_positive_int
 
-__all__ = ["NonLocal2d"]
+__all__ = ["NonLocal2d", "NonLocalHead"]
 
 
 class NonLocal2d(nn.Module):
@@ -26,9 +29,8 @@ class NonLocal2d(nn.Module):
     The BN after W starts with weight 0, so the block is the identity at initialisation.
     φ has no bias: it would add ``θ_i·b`` to every logit of row i, which the softmax cancels.
 
-    With ``in_channels=512`` (the paper's setting) it has 525,824 parameters (0.53M). The paper's
-    Table 1 reports +2.88M for its Non-local head, which matches this block plus one 3×3
-    512→512 conv (2,359,296) around it, as in common Non-local segmentation heads.
+    With ``in_channels=512`` (the paper's setting) it has 525,824 parameters (0.53M); Table 1's
+    +2.88M is :class:`NonLocalHead`, this block plus a 3×3 512→512 conv.
 
     Args:
         in_channels: C, channels of the input and of the output.
@@ -75,3 +77,33 @@ class NonLocal2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.out_bn(self.out_conv(self.attention(x)))
+
+
+class NonLocalHead(nn.Module):
+    """The Non-local block followed by a 3×3 conv C→C + BN + ReLU: Table 1's "+ Non-local".
+
+    This is mmsegmentation's ``NLHead`` layout (conv → Non-local → conv, no input concatenation)
+    with its first conv left out, because the Dilated FCN's own 3×3 reduction conv plays that
+    role. At C = 512 and C' = 256 its convolution weights are 4·512·256 (θ, φ, g, W) + 9·512²
+    = 2,883,584 = the paper's 2.88M (biases and BNs add 2,560); on a 97×97 map (a 769×769
+    crop at output stride 8) its MACs are 2,883,584·9409 = 27.13G for the convs plus
+    2·9409²·256 = 45.33G for the attention, 72.46G against the paper's 73.33G (docs/model.md).
+
+    Args:
+        in_channels: C, channels of the input and of the output.
+        inter_channels: C' of the block (default ``C // 2``).
+        sub_sample: of the block, see :class:`NonLocal2d`.
+
+    Shapes:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, inter_channels: int | None = None,
+                 sub_sample: bool = False) -> None:
+        super().__init__()
+        self.block = NonLocal2d(in_channels, inter_channels, sub_sample)
+        self.conv = Conv2dNormActivation(in_channels, in_channels, 3)
+        self.in_channels = self.out_channels = in_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.block(x))

@@ -20,6 +20,7 @@ CONTEXT_MODULES: dict[str, str] = {
     "dgmn_da_dw_ds": "dgmn.nn.dgmn_variants:dgmn_da_dw_ds",
     "deformable_message_passing": "dgmn.nn.deform_mp:DeformableMessagePassing",
     "nonlocal": "dgmn.nn.non_local:NonLocal2d",
+    "nonlocal_head": "dgmn.nn.non_local:NonLocalHead",
     "aspp": "dgmn.nn.aspp:ASPP",
     "deformable": "dgmn.nn.deform_conv:DeformableConvContext",
     "gcnet": "dgmn.nn.gcnet:ContextBlock",
