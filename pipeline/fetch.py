@@ -41,7 +41,14 @@ from pipeline.common.archive import extract_zip
 from pipeline.common.config import apply_overrides, to_jsonable
 from pipeline.common.download import download, verify_file
 from pipeline.common.errors import StageError, run_stage
-from pipeline.common.fs import atomic_directory, atomic_write_json
+from pipeline.common.fs import (
+    atomic_directory,
+    atomic_write_json,
+    is_disk_full,
+    remove_leftovers,
+    reporting_write_errors,
+    write_error,
+)
 from pipeline.synthetic import (
     SyntheticCityscapesConfig,
     SyntheticCocoConfig,
@@ -165,7 +172,7 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-def _cityscapes_login(host: str) -> tuple[Any, list[str]]:
+def _cityscapes_login(host: str, timeout: float) -> tuple[Any, list[str]]:
     """A logged-in ``requests`` session and the secrets to scrub from any message.
 
     Environment variables win; else cityscapesscripts' own ``login()`` reads its credentials
@@ -178,10 +185,15 @@ def _cityscapes_login(host: str) -> tuple[Any, list[str]]:
     if username and password:
         session = requests.Session()
         url = f"{host}/login"
-        session.get(url, allow_redirects=False).raise_for_status()
-        response = session.post(url, data={"username": username, "password": password,
-                                           "submit": "Login"}, allow_redirects=False)
-        response.raise_for_status()
+        try:
+            session.get(url, allow_redirects=False, timeout=timeout).raise_for_status()
+            response = session.post(url, data={"username": username, "password": password,
+                                               "submit": "Login"},
+                                    allow_redirects=False, timeout=timeout)
+            response.raise_for_status()
+        except requests.RequestException as exc:  # HTTP 5xx, host unreachable, timeout
+            raise StageError(f"Cityscapes login at {url} failed: "
+                             f"{_scrub(str(exc), [username, password])}") from None
         if response.status_code != 302:  # the site redirects after a successful login
             raise StageError(f"Cityscapes login at {url} failed: "
                              f"check {' and '.join(CREDENTIAL_ENV)}")
@@ -203,6 +215,52 @@ def _cityscapes_login(host: str) -> tuple[Any, list[str]]:
                          f"{_scrub(str(exc), secrets)}") from None
 
 
+def _is_range_refused(exc: Exception) -> bool:
+    """HTTP 416: the resumed file is already as long as the package (complete, or wrong)."""
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) == 416
+
+
+def _download_cityscapes_package(session: Any, entry: dict[str, Any], staging: Path,
+                                 secrets: Sequence[str]) -> Path:
+    """Download one package into ``staging`` with cityscapesscripts (resuming a partial file)
+    and check it against ``checksums.yaml``; return the staged file.
+
+    A staged file that turns out wrong is deleted, so no later run resumes from it: that is the
+    downloader's MD5 check failing, our checksum failing, or HTTP 416 (nothing left to send)
+    with a file that does not verify. When the wrong file had been resumed, the package is
+    downloaded once more from zero; when a download from zero is wrong, the stage fails.
+    """
+    from cityscapesscripts.download import downloader
+
+    name = entry["name"]
+    staged = staging / name
+    while True:
+        resumed = staged.is_file() and staged.stat().st_size > 0
+        problem = None
+        try:
+            downloader.download_packages(session=session, package_names=[name],
+                                         destination_path=str(staging), resume=True)
+        except Exception as exc:  # the downloader raises bare Exceptions and requests errors
+            if is_disk_full(exc):
+                raise write_error(staged, exc, f"downloading Cityscapes {name}") from None
+            if "MD5" in str(exc):  # its check against the site's MD5 of the package
+                problem = "MD5 differs from the one the Cityscapes site publishes"
+            elif not (_is_range_refused(exc) and staged.is_file()):
+                raise StageError(f"Cityscapes download of {name} failed: "
+                                 f"{_scrub(str(exc), secrets)}") from None
+        if problem is None:
+            problem = verify_file(staged, size=entry.get("bytes"), md5=entry["md5"])
+            problem = problem and f"{problem} (published value in checksums)"
+        if problem is None:
+            return staged
+        staged.unlink(missing_ok=True)
+        if not resumed:
+            raise StageError(f"{staged}: {problem}; deleted, the next run downloads it again")
+        log.warning("%s: %s after resuming an earlier partial download; deleted, downloading "
+                    "it again from the start", staged, problem)
+
+
 def _cityscapes_archives(cfg: FetchConfig, section: dict[str, Any]) -> list[Path]:
     archives_dir = cfg.resolved_archives_dir()
     staging = archives_dir / ".download"
@@ -220,24 +278,12 @@ def _cityscapes_archives(cfg: FetchConfig, section: dict[str, Any]) -> list[Path
         else:
             missing.append(entry)
     if missing:
-        from cityscapesscripts.download import downloader
-
-        staging.mkdir(parents=True, exist_ok=True)
-        session, secrets = _cityscapes_login(section["host"].rstrip("/"))
-        names = [e["name"] for e in missing]
-        log.info("downloading %s with cityscapesscripts", ", ".join(names))
-        try:
-            downloader.download_packages(session=session, package_names=names,
-                                         destination_path=str(staging), resume=True)
-        except Exception as exc:  # the downloader raises bare Exceptions and requests errors
-            raise StageError(f"Cityscapes download of {names} failed: "
-                             f"{_scrub(str(exc), secrets)}") from None
+        with reporting_write_errors(staging):
+            staging.mkdir(parents=True, exist_ok=True)
+        session, secrets = _cityscapes_login(section["host"].rstrip("/"), cfg.timeout)
         for entry in missing:
-            staged = staging / entry["name"]
-            problem = verify_file(staged, size=entry.get("bytes"), md5=entry["md5"])
-            if problem is not None:
-                staged.unlink()
-                raise StageError(f"{staged}: {problem} (published value in checksums); deleted")
+            log.info("downloading %s with cityscapesscripts", entry["name"])
+            staged = _download_cityscapes_package(session, entry, staging, secrets)
             os.replace(staged, archives_dir / entry["name"])
     return [archives_dir / e["name"] for e in section["archives"]]
 
@@ -286,6 +332,7 @@ def run(cfg: FetchConfig) -> Path:
     if cfg.dataset not in DATASETS:
         raise StageError(f"dataset {cfg.dataset!r} is not one of {', '.join(DATASETS)}")
     root = cfg.resolved_root()
+    remove_leftovers(root)  # trees of an earlier run that was killed
     request = _request(cfg)
     info = _read_info(root)
     if not cfg.force and info is not None and info.get("request") == request:
@@ -299,7 +346,7 @@ def run(cfg: FetchConfig) -> Path:
         get = _cityscapes_archives if cfg.dataset == "cityscapes" else _coco_archives
         archives = get(cfg, section)
 
-    with atomic_directory(root) as tmp:
+    with reporting_write_errors(root, f"writing {cfg.dataset}"), atomic_directory(root) as tmp:
         if cfg.dataset == "synthetic_cityscapes":
             counts = generate_cityscapes(tmp, cfg.synthetic_cityscapes, progress=cfg.progress)
         elif cfg.dataset == "synthetic_coco":

@@ -49,9 +49,14 @@ from dgmn.data import coco_format as coco
 from dgmn.data import labels as cs
 from dgmn.data.errors import DatasetError
 from dgmn.data.io import check_same_size, image_size, read_label, read_rgb
+from dgmn.data.paths import confined_path
 from pipeline.common.config import to_jsonable
 from pipeline.common.errors import StageError, run_stage
-from pipeline.common.fs import atomic_directory, link_or_copy
+from pipeline.common.fs import (
+    atomic_directory,
+    link_or_copy,
+    reporting_write_errors,
+)
 from pipeline.common.manifest import MANIFEST, write_manifest
 from pipeline.common.progress import progress_bar
 
@@ -210,12 +215,13 @@ def _coco(cfg: PreprocessConfig, raw: Path, out: Path) -> dict[str, Any]:
         for split, (source, data) in plan.items():
             src_dir, dst_dir = coco.image_dir(raw, split), coco.image_dir(out, split)
             for info in data["images"]:
-                path = src_dir / info["file_name"]
+                path = confined_path(src_dir, info["file_name"],
+                                     f"{source}: image id {info['id']} file_name")
                 hw = read_rgb(path).shape[:2] if cfg.verify_images else image_size(path)
                 if tuple(hw) != (info["height"], info["width"]):
                     raise DatasetError(f"{path}: image is {hw[0]}x{hw[1]} (HxW) but {source} "
                                        f"says {info['height']}x{info['width']}")
-                _place(path, dst_dir / info["file_name"], cfg.link_images)
+                _place(path, dst_dir / path.relative_to(src_dir), cfg.link_images)
                 bar.update(1)
             dst = coco.annotation_path(out, split)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +250,8 @@ def run(cfg: PreprocessConfig) -> Path:
 
     Raises:
         StageError / DatasetError: missing root, empty split, corrupt image, size mismatch, label
-            id outside the table, invalid COCO JSON, … (nothing is written under the out root).
+            id outside the table, invalid COCO JSON, an image ``file_name`` leading outside the
+            image directory, a full disk, … (nothing is written under the out root).
     """
     kind = KINDS.get(cfg.dataset)
     if kind is None:
@@ -258,7 +265,8 @@ def run(cfg: PreprocessConfig) -> Path:
         fetch_info = json.loads((raw / FETCH_INFO).read_text())
     except (OSError, ValueError):
         fetch_info = None
-    with atomic_directory(out) as tmp:
+    with (reporting_write_errors(out, f"writing the preprocessed {cfg.dataset}"),
+          atomic_directory(out) as tmp):
         body = (_cityscapes if kind == "cityscapes" else _coco)(cfg, raw, tmp)
         manifest = write_manifest(tmp, {
             "stage": "preprocess", "dataset": cfg.dataset, "kind": kind,

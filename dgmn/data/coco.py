@@ -33,6 +33,7 @@ from dgmn.data.coco_format import (
 from dgmn.data.errors import DatasetError
 from dgmn.data.io import read_rgb
 from dgmn.data.masks import segmentation_to_mask
+from dgmn.data.paths import confined_path
 
 __all__ = [
     "CocoInstances",
@@ -111,7 +112,8 @@ class CocoInstances(Dataset):
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        path = self.image_dir / info["file_name"]
+        path = confined_path(self.image_dir, info["file_name"],
+                             f"{self.ann_file}: image id {image_id} file_name")
         image = read_rgb(path)
         height, width = image.shape[:2]
         if (height, width) != (info["height"], info["width"]):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dgmn.data.errors import DatasetError
+from dgmn.data.paths import path_problem
 
 _REQUIRED = {
     "images": {"id": int, "file_name": str, "width": int, "height": int},
@@ -85,8 +86,9 @@ def _check_segmentation(seg: Any, where: str, height: int, width: int) -> None:
 
 
 def validate_coco(data: Any, source: str | os.PathLike = "<json>") -> None:
-    """Check an instances dict: keys and types, unique ids, references between images,
-    annotations and categories, boxes and segmentations. Raises :class:`DatasetError` naming
+    """Check an instances dict: keys and types, unique ids, image file names that stay inside
+    the image directory, references between images, annotations and categories, boxes and
+    segmentations. Raises :class:`DatasetError` naming
     ``source`` and the offending key, e.g. ``"x.json: annotations[3] (id 7): image_id 9 is not
     in images"``."""
     if not isinstance(data, dict):
@@ -104,6 +106,9 @@ def validate_coco(data: Any, source: str | os.PathLike = "<json>") -> None:
             _check_fields(item, where, _REQUIRED[key])
             if item["id"] in seen[key]:
                 raise DatasetError(f"{where}: duplicate id {item['id']}")
+            if key == "images" and (problem := path_problem(item["file_name"])) is not None:
+                raise DatasetError(f"{where}.file_name: {item['file_name']!r} {problem}; it must "
+                                   f"name a file inside the split's image directory")
             seen[key][item["id"]] = item
     images, categories = seen["images"], seen["categories"]
     ann_ids: set[int] = set()

@@ -1,5 +1,6 @@
 """Image and label readers that fully decode the file and fail with a :class:`DatasetError`
-naming it (truncated or corrupt PNG/JPEG, wrong mode, missing file)."""
+naming it (truncated or corrupt PNG/JPEG, wrong mode, missing file, or a header claiming more
+pixels than PIL's decompression-bomb limit, ``Image.MAX_IMAGE_PIXELS`` × 2)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # decode everything now: truncated files fail here, not later
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"{path}: refusing to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{path}: cannot decode image ({exc})") from None
     return img
@@ -53,6 +56,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(f"{path}: refusing to decode ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DatasetError(f"{path}: cannot read image header ({exc})") from None
     return height, width

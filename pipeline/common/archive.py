@@ -10,12 +10,15 @@ name.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
+from dgmn.data.paths import path_problem
 from pipeline.common.errors import StageError
+from pipeline.common.fs import reporting_write_errors
 from pipeline.common.progress import progress_bar
 
 _CHUNK = 1 << 20
@@ -27,15 +30,34 @@ def check_member(archive: Path, info: zipfile.ZipInfo) -> PurePosixPath:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise StageError(f"{archive}: member {name!r} is a symbolic link; refusing to extract")
-    posix = name.replace("\\", "/")
-    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
-        raise StageError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+    posix = name.replace("\\", "/")  # zips written on Windows may use it as the separator
+    problem = path_problem(posix)
     parts = PurePosixPath(posix).parts
-    if ".." in parts:
-        raise StageError(f"{archive}: member {name!r} contains '..'; refusing to extract")
-    if not parts:
-        raise StageError(f"{archive}: member {name!r} has an empty path")
+    if problem is None and not parts:
+        problem = "has an empty path"
+    if problem is not None:
+        raise StageError(f"{archive}: member {name!r} {problem}; refusing to extract")
     return PurePosixPath(*parts)
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: Path, out: BinaryIO
+                 ) -> None:
+    """Copy one member into ``out``: a failed read means a corrupt archive, a failed write is
+    left to the caller (a full disk is not the archive's fault)."""
+    try:
+        src = zf.open(info)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise StageError(f"{archive}: member {info.filename!r} is corrupt ({exc})") from None
+    with src:
+        while True:
+            try:
+                chunk = src.read(_CHUNK)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+                raise StageError(
+                    f"{archive}: member {info.filename!r} is corrupt ({exc})") from None
+            if not chunk:
+                return
+            out.write(chunk)
 
 
 def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True
@@ -43,7 +65,8 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, progress
     """Extract ``archive`` into the existing directory ``dest``; return the number of files.
 
     All members are checked first (:func:`check_member`); a corrupt archive raises
-    :class:`StageError` naming it.
+    :class:`StageError` naming it and the member, a failed write (a full disk) one naming the
+    file being written (``"<file>: no space left on device (extracting <archive>)"``).
     """
     archive, dest = Path(archive), Path(dest)
     try:
@@ -60,13 +83,10 @@ def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, *, progress
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with zf.open(info) as src, open(target, "wb") as out:
-                        shutil.copyfileobj(src, out, _CHUNK)
-                except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    raise StageError(
-                        f"{archive}: member {info.filename!r} is corrupt ({exc})") from None
+                with reporting_write_errors(target, f"extracting {archive}"):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open(target, "wb") as out:
+                        _copy_member(zf, info, archive, out)
                 bar.update(info.file_size)
                 n_files += 1
     return n_files

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.common.errors import StageError
-from pipeline.common.fs import file_digest
+from pipeline.common.fs import file_digest, reporting_write_errors
 from pipeline.common.progress import progress_bar
 
 _CHUNK = 1 << 20
@@ -61,7 +61,8 @@ def download(
         progress: show a tqdm bar.
 
     Raises:
-        StageError: HTTP 4xx, retries used up, or the finished file fails the size/MD5 check.
+        StageError: HTTP 4xx, retries used up, the finished file fails the size/MD5 check, or the
+            ``.part`` file cannot be written (``"<dest>.part: no space left on device (…)"``).
     """
     dest = Path(dest)
     if dest.is_file() and verify_file(dest, size=size, md5=md5) is None:
@@ -123,19 +124,24 @@ def _transfer(url: str, part: Path, *, size: int | None, timeout: float, progres
         total = size if size is not None else total
         mode = "ab" if offset else "wb"
         received = offset
+        kept = f"downloading {url}; the partial file is kept and resumed by the next run"
         with (
+            reporting_write_errors(part, kept),
             open(part, mode) as f,
             progress_bar(total, part.name.removesuffix(".part"), initial=offset,
                          enabled=progress) as bar,
         ):
-            try:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as exc:
-                raise _TransientError(
-                    f"transfer interrupted at byte {received} ({exc!r})") from None
+            while True:
+                try:  # a failed read is the network's fault (retried), a failed write is not
+                    chunk = response.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _TransientError(
+                        f"transfer interrupted at byte {received} ({exc!r})") from None
+                if not chunk:
+                    break
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
     if total is not None and received < total:
         raise _TransientError(f"transfer cut short at byte {received} of {total}")
 

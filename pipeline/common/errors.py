@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
-from dgmn.data.errors import DatasetError
+from dgmn.errors import DgmnError
 
 #: Exit status of a stage that was given bad input (missing root, corrupt file, bad checksum …).
 EXIT_BAD_INPUT = 2
+#: Exit status after SIGINT / SIGTERM: 128 + the signal number, as a shell reports a signal death.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class StageError(Exception):
@@ -19,6 +26,31 @@ class StageError(Exception):
     """
 
     exit_code = EXIT_BAD_INPUT
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a CI cancel, ``timeout``, ``kill``). A ``BaseException`` like
+    ``KeyboardInterrupt``, so ``except Exception`` does not swallow it and every ``finally`` and
+    context manager on the way out runs (temporary outputs are deleted)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated` (main thread only: Python delivers
+    signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def hydra_overrides(argv: Sequence[str] | None, doc: str | None) -> list[str] | None:
@@ -32,15 +64,31 @@ def hydra_overrides(argv: Sequence[str] | None, doc: str | None) -> list[str] | 
 
 
 def run_stage(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
-    """Call a stage's ``main(argv)``; turn a :class:`StageError` or
-    :class:`~dgmn.data.errors.DatasetError` into one ``error: …`` line on stderr and exit code 2."""
+    """Call a stage's ``main(argv)`` and turn how it ended into an exit status and at most one
+    ``error: …`` line on stderr.
+
+    - :class:`StageError` or any library error (:class:`~dgmn.errors.DgmnError`: bad dataset
+      files, backbone weights that cannot be loaded): its message, status 2;
+    - Ctrl-C (SIGINT): status 130; SIGTERM: status 143. Both unwind the stack first, so the
+      temporary outputs of an interrupted stage are deleted either way. ``ray.init`` replaces the
+      SIGTERM handler with ``sys.exit(15)``; that exit is reported as SIGTERM too.
+    """
     try:
-        main(argv)
-    except (StageError, DatasetError) as exc:
+        with _sigterm_raises():
+            main(argv)
+    except (StageError, DgmnError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print("error: interrupted (SIGINT)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     return 0

@@ -114,6 +114,11 @@ def test_download_http_500_is_retried_then_fails(http_server, tmp_path):
     ("ok/../../evil.txt", "contains '..'"),
     ("/etc/evil.txt", "absolute path"),
     ("C:/evil.txt", "absolute path"),
+    # backslash forms: Windows separators, turned into '/' before the checks
+    ("..\\..\\evil.txt", "contains '..'"),
+    ("ok\\..\\..\\evil.txt", "contains '..'"),
+    ("\\etc\\evil.txt", "absolute path"),
+    ("C:\\evil.txt", "absolute path"),
 ])
 def test_extract_refuses_unsafe_member(tmp_path, make_zip, member, why):
     archive = make_zip(tmp_path / "bad.zip", {"fine/a.txt": b"a", member: b"x"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import socket
 import urllib.parse
 from pathlib import Path
 
@@ -222,3 +223,81 @@ def test_wrong_md5_after_download(tmp_path, archives, site, monkeypatch, md5):
 def test_config_has_no_credential_fields():
     names = {f.name.lower() for f in dataclasses.fields(fetch.FetchConfig)}
     assert not names & {"username", "password", "user", "token", "credentials"}
+
+
+# --------------------------------------------------------------------------- recovery (issue 10)
+
+
+def _fetch_main(tmp_path: Path, checksums: Path) -> int:
+    return fetch.main(["--dataset", "cityscapes", "--root", str(tmp_path / "raw" / "cityscapes"),
+                       "--archives-dir", str(tmp_path / "downloads"),
+                       "--checksums", str(checksums), "--no-progress"])
+
+
+def _gt_ranges(site) -> list[str | None]:
+    return [r["range"] for r in site.requests if r["path"] == "/file-handling/?packageID=1"]
+
+
+def test_corrupt_transfer_is_deleted_and_next_run_starts_clean(tmp_path, archives, site,
+                                                                monkeypatch, capsys):
+    """One corrupted transfer (the site's MD5 does not match what arrived) must not leave a
+    staged file that every later run resumes from (HTTP 416 forever)."""
+    monkeypatch.setenv("CITYSCAPES_USERNAME", USER)
+    monkeypatch.setenv("CITYSCAPES_PASSWORD", PASSWORD)
+    data, checksums = archives
+    good = data["gtFine_trainvaltest.zip"]
+    site.files["/file-handling/?packageID=1"] = bytes(b ^ 0xFF for b in good)  # same length
+    assert _fetch_main(tmp_path, checksums) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "gtFine_trainvaltest.zip" in err[0] and "MD5" in err[0], err
+    assert not (tmp_path / "downloads" / ".download" / "gtFine_trainvaltest.zip").exists()
+    site.files["/file-handling/?packageID=1"] = good  # the next transfer is fine
+    assert _fetch_main(tmp_path, checksums) == 0
+    _check_layout(tmp_path / "raw" / "cityscapes")
+    assert _gt_ranges(site)[-1] == "bytes=0-"  # started from zero, not resumed
+
+
+@pytest.mark.parametrize("staged_bytes", ["complete", "partial"])
+def test_wrong_staged_file_is_downloaded_again(tmp_path, archives, site, monkeypatch,
+                                               staged_bytes):
+    """A staged file left by an earlier run that is wrong: as long as the package (the resume
+    request gets HTTP 416) or shorter (the resumed file fails the MD5 check). Either way it is
+    deleted and the package downloaded again from zero, in the same run."""
+    monkeypatch.setenv("CITYSCAPES_USERNAME", USER)
+    monkeypatch.setenv("CITYSCAPES_PASSWORD", PASSWORD)
+    data, checksums = archives
+    size = len(data["gtFine_trainvaltest.zip"])
+    staged = tmp_path / "downloads" / ".download" / "gtFine_trainvaltest.zip"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"x" * (size if staged_bytes == "complete" else 100))
+    root = fetch.run(_cfg(tmp_path, checksums))
+    _check_layout(root)
+    resumed_from = size if staged_bytes == "complete" else 100
+    assert _gt_ranges(site) == [f"bytes={resumed_from}-", "bytes=0-"]
+    assert (tmp_path / "downloads" / "gtFine_trainvaltest.zip").read_bytes() == \
+        data["gtFine_trainvaltest.zip"]
+
+
+@pytest.mark.parametrize("failure", ["http_500", "unreachable"])
+def test_login_failure_is_one_line(tmp_path, archives, site, monkeypatch, capsys, failure):
+    monkeypatch.setenv("CITYSCAPES_USERNAME", USER)
+    monkeypatch.setenv("CITYSCAPES_PASSWORD", PASSWORD)
+    checksums = archives[1]
+    if failure == "http_500":
+        site.status["/login"] = 500
+        del site.handlers[("GET", "/login")]
+        host = SITE
+    else:  # a port nobody listens on
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            host = f"http://127.0.0.1:{s.getsockname()[1]}"
+        doc = yaml.safe_load(checksums.read_text())
+        doc["cityscapes"]["host"] = host
+        checksums.write_text(yaml.safe_dump(doc))
+    assert _fetch_main(tmp_path, checksums) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("error:")]) == 1
+    assert err[-1].startswith(f"error: Cityscapes login at {host}/login failed: ")
+    assert ("500" in err[-1]) if failure == "http_500" else ("refused" in err[-1].lower())
+    assert PASSWORD not in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "raw" / "cityscapes").exists()

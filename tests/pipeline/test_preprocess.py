@@ -6,6 +6,8 @@ import hashlib
 import json
 import re
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -295,8 +297,22 @@ def _coco_missing_root(raw: Path) -> str:
     return r"synthetic_coco: dataset root not found"
 
 
+def _cs_decompression_bomb(raw: Path) -> str:
+    """A PNG header claiming 20000x10000 px: refused before PIL allocates the pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    path = _first(raw, "leftImg8bit/train/*/*.png")
+    ihdr = struct.pack(">IIBBBBB", 20000, 10000, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return rf"{path.name}: refusing to decode .*decompression bomb"
+
+
 CS_CASES = [_cs_corrupt_png, _cs_corrupt_label, _cs_size_mismatch, _cs_id_outside_table,
-            _cs_rgb_label, _cs_missing_label, _cs_empty_split, _cs_missing_root]
+            _cs_rgb_label, _cs_missing_label, _cs_empty_split, _cs_missing_root,
+            _cs_decompression_bomb]
 COCO_CASES = [_coco_corrupt_jpeg, _coco_invalid_json, _coco_incomplete_json, _coco_ann_missing_key,
               _coco_ann_to_missing_image, _coco_image_file_missing, _coco_size_mismatch,
               _coco_empty_split, _coco_missing_root]
@@ -323,6 +339,34 @@ def test_cityscapes_bad_input(cs_raw, tmp_path, capsys, damage):
 @pytest.mark.parametrize("damage", COCO_CASES, ids=lambda f: f.__name__[6:])
 def test_coco_bad_input(coco_raw, tmp_path, capsys, damage):
     _run_bad("synthetic_coco", coco_raw, tmp_path, damage, capsys)
+
+
+@pytest.mark.parametrize(("form", "why"), [
+    ("parent", "contains '..'"),
+    ("absolute", "has an absolute path"),
+    ("backslash", "contains a backslash"),
+])
+def test_coco_file_name_outside_the_dataset_is_refused(coco_raw, tmp_path, capsys, form, why):
+    """An annotation file must not make preprocess link (or copy) a file from outside its input
+    root into the output: ``../``, absolute and ``..\\`` names of an image that really exists
+    there, with the size the JSON claims."""
+    ann = coco_raw / "annotations" / "instances_train2017.json"
+    first = json.loads(ann.read_text())["images"][0]
+    planted = coco_raw.parent / "elsewhere" / "planted.jpg"
+    planted.parent.mkdir()
+    shutil.copyfile(coco_raw / "train2017" / first["file_name"], planted)
+    name = {"parent": "../elsewhere/planted.jpg", "absolute": str(planted),
+            "backslash": "..\\elsewhere\\planted.jpg"}[form]
+    _edit_json(ann, lambda d: d["images"][0].update(file_name=name))
+    out = tmp_path / "processed" / "synthetic_coco"
+    rc = preprocess.main(["--dataset", "synthetic_coco", "--raw", str(coco_raw), "--out", str(out),
+                          "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and len(err) == 1
+    assert re.search(rf"instances_train2017\.json: images\[0\]\.file_name: .*{re.escape(why)}",
+                     err[0]), err[0]
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    assert planted.stat().st_nlink == 1  # not hard-linked into any output
 
 
 def test_failed_rerun_keeps_previous_output(cs_raw, tmp_path, capsys):
