@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -34,9 +35,17 @@ class Terminated(BaseException):
     context manager on the way out runs (temporary outputs are deleted)."""
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-    raise Terminated
+def _sigterm_handler(owner: int) -> Callable[[int, FrameType | None], None]:
+    """A handler raising :class:`Terminated` in process ``owner``. A child forked from it
+    (a DataLoader worker) inherits the handler; there SIGTERM keeps its default meaning."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        if os.getpid() != owner:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    return handler
 
 
 @contextlib.contextmanager
@@ -46,7 +55,7 @@ def _sigterm_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
     try:
         yield
     finally:

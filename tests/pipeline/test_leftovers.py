@@ -4,6 +4,7 @@ SIGTERM cleans up like Ctrl-C (issue 10, item 8)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -145,3 +146,24 @@ def test_ray_style_sigterm_exit_is_reported_as_sigterm(capsys):
     assert capsys.readouterr().err == "error: terminated (SIGTERM)\n"
     with pytest.raises(SystemExit):  # any other exit status passes through
         run_stage(lambda argv: sys.exit(3), [])
+
+
+def test_forked_child_keeps_the_default_sigterm():
+    """A process forked inside a stage (a DataLoader worker) inherits the handler; SIGTERM must
+    still end it, not raise inside it."""
+    from pipeline.common.errors import run_stage
+
+    statuses = []
+
+    def main(argv):
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(10)
+            finally:
+                os._exit(0)
+        statuses.append(os.waitpid(pid, 0)[1])
+
+    assert run_stage(main, []) == 0
+    assert os.WIFSIGNALED(statuses[0]) and os.WTERMSIG(statuses[0]) == signal.SIGTERM
