@@ -22,7 +22,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops.misc import Conv2dNormActivation
 
 from dgmn._checks import check_positive_int
-from dgmn.models.backbones import build_resnet, stage_out_channels
+from dgmn.models.backbones import backbone_spec, build_resnet, stage_out_channels
 from dgmn.nn import build_context_module
 
 __all__ = ["DilatedFCN"]
@@ -40,7 +40,9 @@ class DilatedFCN(nn.Module):
             24, 36], "groups": 4}`` for DGMN); its ``in_channels`` is ``channels``.
         channels: width of the 3×3 reduction conv (512 in the paper).
         output_stride: 8 (the paper), 16 or 32.
-        multi_grid: layer4 multi-grid unit rates, e.g. ``(1, 2, 4)`` (the paper's Table 5).
+        multi_grid: layer4 multi-grid unit rates, e.g. ``(1, 2, 4)`` (the paper's Table 5). A
+            grid longer than layer4 is cut to its blocks, as mmsegmentation's ResNet does: the
+            one-block ``resnet_tiny`` of the CPU profiles takes ``(1,)`` from ``(1, 2, 4)``.
         weights: backbone weights, ``None`` | ``"imagenet"`` | path to a local state dict.
         dropout: ``Dropout2d`` probability before the classifier.
         aux_head: add torchvision's :class:`~torchvision.models.segmentation.fcn.FCNHead` on
@@ -74,6 +76,8 @@ class DilatedFCN(nn.Module):
         self.context_name = context
         self.align_corners = bool(align_corners)
 
+        if multi_grid is not None:
+            multi_grid = tuple(multi_grid)[: backbone_spec(backbone).layers[3]]
         resnet = build_resnet(backbone, weights=weights, output_stride=output_stride,
                               multi_grid=multi_grid)
         return_layers = {"layer4": "out", **({"layer3": "aux"} if aux_head else {})}

@@ -26,6 +26,7 @@ from pipeline.reporting.specs import TABLE_SPECS
 PROFILE = "smoke"
 SELECTION = ("table1_cityscapes_val_ablation", "table6_cityscapes_val_rates",
              "table7_coco_val_rates_groups")
+MORE = ("table4_coco_testdev", "table5_cityscapes_val_tricks", "table8_coco_val_backbones")
 NAN_RUN, NAN_KEY = "table7/dgmn_rates_1_4_8_g2", "segm_AP"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -97,11 +98,13 @@ TUNE_ROWS = [{"trial": 0, "rates": [1], "groups": 4, "metric": "miou", "value": 
 def make_runs(runs_dir: Path, tables: tuple[str, ...] = SELECTION) -> Path:
     """A fake ``runs/<profile>`` tree for ``tables``; returns ``runs_dir``."""
     root = runs_dir / PROFILE
-    for name, task in _trained(tables).items():
+    trained = _trained(tables)
+    for name, task in trained.items():
         write_metrics(root, name, task)
         write_history(root, name, task)
-    write_walks(root, "table1/dgmn_da_dw_ds")
-    write_qualitative(root, "table1/dgmn_da_dw_ds")
+    if "table1/dgmn_da_dw_ds" in trained:
+        write_walks(root, "table1/dgmn_da_dw_ds")
+        write_qualitative(root, "table1/dgmn_da_dw_ds")
     (root / "tune").mkdir(parents=True)
     (root / "tune" / "results.json").write_text(json.dumps(TUNE_ROWS))
     return runs_dir
@@ -118,8 +121,17 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
 
 
-@pytest.mark.parametrize("table", SELECTION)
-def test_every_paper_row_in_order_with_ours_beside_paper(built: Path, table: str) -> None:
+@pytest.fixture(scope="module")
+def built_more(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The report of Tables 4, 5 and 8 (not in the default selection) from fake runs."""
+    base = tmp_path_factory.mktemp("report_more")
+    runs = make_runs(base / "runs", MORE)
+    yield report.run(PROFILE, MORE, runs, base / "reports" / PROFILE, link_root=base)
+
+
+def assert_rows_mirror_the_paper(built: Path, table: str) -> None:
+    """Every paper row in order, labelled by its experiment, our numbers from its run's
+    metrics.json and the paper's from tables.yaml."""
     spec, paper = TABLE_SPECS[table], paper_rows(table)
     refs = row_experiments(experiment_index(PROFILE), table)
     rows = read_csv(built / f"{table}.csv")
@@ -137,6 +149,56 @@ def test_every_paper_row_in_order_with_ours_beside_paper(built: Path, table: str
             elif column.kind == "number":
                 value = paper[index][column.key]
                 assert cell == ("" if value is None else f"{value:.{column.digits}f}")
+
+
+@pytest.mark.parametrize("table", SELECTION)
+def test_every_paper_row_in_order_with_ours_beside_paper(built: Path, table: str) -> None:
+    assert_rows_mirror_the_paper(built, table)
+
+
+@pytest.mark.parametrize("table", MORE)
+def test_tables_4_5_8_mirror_the_paper(built_more: Path, table: str) -> None:
+    assert_rows_mirror_the_paper(built_more, table)
+
+
+def test_table5_rows_and_multi_scale_column(built_more: Path) -> None:
+    rows = read_csv(built_more / "table5_cityscapes_val_tricks.csv")
+    assert [r["mIoU (paper)"] for r in rows] == ["79.2", "79.7", "80.3", "81.1"]
+    assert [(r["OHEM"], r["Multi-grid"], r["MS"]) for r in rows] == [
+        ("", "", ""), ("✓", "", ""), ("✓", "✓", ""), ("✓", "✓", "✓")]
+    assert [r["run"] for r in rows] == ["table5/dgmn", "table5/dgmn_ohem",
+                                        "table5/dgmn_ohem_multigrid",
+                                        "table5/dgmn_ohem_multigrid"]  # MS: same model
+    multi_scale = value_of("table5/dgmn_ohem_multigrid") + 1  # write_metrics' miou_ms_flip
+    assert rows[3]["mIoU (ours, MS + flip)"] == f"{multi_scale:.1f}"
+    assert rows[3]["mIoU (ours, single scale)"] == rows[2]["mIoU (ours, single scale)"]
+
+
+def test_table8_reads_the_table4_runs_evaluated_on_val(built_more: Path) -> None:
+    rows = read_csv(built_more / "table8_coco_val_backbones.csv")
+    assert [r["run"] for r in rows] == ["table4/r101_maskrcnn", "table4/r101_dgmn_c5",
+                                        "table4/x101_maskrcnn", "table4/x101_dgmn_c5"]
+    assert [r["backbone"] for r in rows] == ["resnet101"] * 2 + ["resnext101"] * 2
+    assert [(r["AP box (paper)"], r["AP mask (paper)"]) for r in rows] == [
+        ("40.1", "36.2"), ("41.7", "37.4"), ("42.2", "37.8"), ("43.7", "38.7")]
+    table4 = read_csv(built_more / "table4_coco_testdev.csv")
+    assert rows[0]["AP box (ours)"] == table4[3]["AP box (ours, val)"]
+
+
+def test_table4_labels_our_val_beside_the_papers_test_dev(built_more: Path) -> None:
+    table = "table4_coco_testdev"
+    header = next(csv.reader(io.StringIO((built_more / f"{table}.csv").read_text())))
+    ours = [h for h in header if "(ours" in h]
+    paper = [h for h in header if "(paper" in h]
+    assert len(ours) == len(paper) == 6
+    assert all(h.endswith("(ours, val)") for h in ours)
+    assert all(h.endswith("(paper, test-dev)") for h in paper)
+    md = (built_more / f"{table}.md").read_text(encoding="utf-8")
+    title = md.splitlines()[0]
+    assert "paper: COCO test-dev" in title and "ours: COCO val" in title
+    assert "| AP box (ours, val) | AP box (paper, test-dev) |" in md
+    assert r"AP box (ours, val) & AP box (paper, test-dev)" in (
+        built_more / f"{table}.tex").read_text(encoding="utf-8")
 
 
 def test_aliases_show_their_trained_experiments_numbers(built: Path) -> None:
