@@ -64,6 +64,8 @@ FETCH_INFO = "fetch_info.json"
 #: bump when the synthetic rule or writers change, so stale generated roots are rebuilt
 SYNTHETIC_VERSION = 1
 CREDENTIAL_ENV = ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD")
+#: what cityscapesscripts' downloader raises when the file it wrote fails the site's MD5
+_DOWNLOADER_MD5_MISMATCH = "MD5 sum of downloaded file does not match"
 
 
 @dataclass
@@ -244,7 +246,7 @@ def _download_cityscapes_package(session: Any, entry: dict[str, Any], staging: P
         except Exception as exc:  # the downloader raises bare Exceptions and requests errors
             if is_disk_full(exc):
                 raise write_error(staged, exc, f"downloading Cityscapes {name}") from None
-            if "MD5" in str(exc):  # its check against the site's MD5 of the package
+            if _DOWNLOADER_MD5_MISMATCH in str(exc):  # its check against the site's MD5
                 problem = "MD5 differs from the one the Cityscapes site publishes"
             elif not (_is_range_refused(exc) and staged.is_file()):
                 raise StageError(f"Cityscapes download of {name} failed: "
