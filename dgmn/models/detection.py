@@ -2,7 +2,7 @@
 
 Built only from torchvision classes: :class:`~torchvision.models.resnet.ResNet` (with
 :class:`~torchvision.ops.FrozenBatchNorm2d`: "All the batch normalisation layers in the backbone
-are frozen during fine-tuning on COCO"), :class:`~torchvision.models.detection.backbone_utils.
+are 'frozen' during fine-tuning on COCO"), :class:`~torchvision.models.detection.backbone_utils.
 BackboneWithFPN` and :class:`~torchvision.models.detection.MaskRCNN`. Insertion points and their
 placement inside the blocks are documented in :mod:`dgmn.models.insertion`.
 
