@@ -4,6 +4,11 @@ The tracking URI comes from ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, els
 store in the project (``mlflow.db``, gitignored) given as an absolute URI, since Ray workers
 run in their own directories. Runs are keyed by a tag (``dgmn.run_key``): a training that
 resumes after an interruption keeps logging into its unfinished run.
+
+Params and tags are redacted (:mod:`pipeline.common.redact`) before they reach MLflow: a
+``tracking.uri`` of ``https://user:pass@host`` is logged as ``https://***@host``, while the client
+connects with the real one. Processes that open a fresh SQLite store at the same moment wait
+for the one creating its tables (:func:`ensure_store`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.locks import exclusive
+from pipeline.common.redact import redact
 from pipeline.config.schema import PipelineConfig
 
 RUN_KEY_TAG = "dgmn.run_key"
+#: How long a process waits for another one creating the same SQLite store (a migration takes
+#: seconds to a minute on a loaded 2-core machine; waiting longer costs nothing).
+STORE_CREATION_WAIT_S = 600.0
 
 
 def tracking_uri(cfg: PipelineConfig, project_root: Path) -> str:
@@ -33,6 +43,29 @@ def artifact_location(cfg: PipelineConfig, project_root: Path) -> str | None:
     if cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"):
         return None
     return (project_root / "mlruns").resolve().as_uri()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URI (None for other stores and in-memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).resolve()
+
+
+def ensure_store(uri: str) -> None:
+    """Open the store of ``uri`` once under a lock beside a SQLite database (``<db>.lock``):
+    the first opening creates its tables (an Alembic migration), which fails in one of two
+    processes doing it at the same moment (``duplicate column name``); the others wait and
+    then find the tables there. Other stores (servers, databases) handle this themselves."""
+    database = sqlite_path(uri)
+    if database is None:
+        return
+    from mlflow import MlflowClient
+
+    with exclusive(database.with_name(f"{database.name}.lock"), "creating the MLflow store",
+                   wait=STORE_CREATION_WAIT_S):
+        MlflowClient(uri).search_experiments(max_results=1)
 
 
 def git_commit(project_root: Path) -> str:
@@ -90,25 +123,41 @@ class Tracker:
         self._client().set_terminated(self.run_id, status)
 
 
+def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
+    """The id of experiment ``name``, created if missing (by whichever of several processes
+    doing this at once gets there first)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # created meanwhile by another process
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 def open_run(uri: str, experiment: str, run_name: str, run_key: str,
              params: Mapping[str, Any], tags: Mapping[str, str],
              parent_run_id: str | None = None,
              artifact_location: str | None = None) -> Tracker:
     """Reuse the unfinished run tagged ``run_key`` or create one; log params and tags.
     ``artifact_location`` is used when the experiment is created (absolute, so artifacts land
-    in one place whichever directory a Ray worker runs in)."""
+    in one place whichever directory a Ray worker runs in). Params and tags are redacted."""
     from mlflow import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+    ensure_store(uri)
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=artifact_location)
+    experiment_id = _experiment_id(client, experiment, artifact_location)
     existing = client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' "
                                        "and attributes.status != 'FINISHED'",
         max_results=1)
-    all_tags = {RUN_KEY_TAG: run_key, MLFLOW_RUN_NAME: run_name, **tags}
+    all_tags = {RUN_KEY_TAG: run_key, MLFLOW_RUN_NAME: run_name, **redact(dict(tags))}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     if existing:
@@ -116,7 +165,7 @@ def open_run(uri: str, experiment: str, run_name: str, run_key: str,
         client.update_run(run_id, status="RUNNING")
     else:
         run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
-        flat = {k: str(v)[:6000] for k, v in flatten("", dict(params)).items()}
+        flat = {k: str(v)[:6000] for k, v in flatten("", redact(dict(params))).items()}
         from mlflow.entities import Param
 
         items = [Param(k, v) for k, v in flat.items()]
