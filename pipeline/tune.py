@@ -24,12 +24,14 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from dgmn.errors import DgmnError
 from dgmn.metrics import count_complexity
+from dgmn.models import build_model
 from pipeline.common.errors import hydra_overrides, run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
-from pipeline.config.schema import ConfigError
+from pipeline.config.schema import ConfigError, TuneSettings
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
 from pipeline.training.tasks import build_task, example_input
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
@@ -61,6 +63,22 @@ def with_rates_and_groups(cfg: PipelineConfig, rates: Sequence[int], groups: int
     data["experiment"]["name"] = (f"{cfg.experiment.name}/phi_{'_'.join(map(str, rates))}"
                                   f"_g{groups}")
     return from_dict(data)
+
+
+def check_grid(base: PipelineConfig, settings: TuneSettings) -> None:
+    """Fail at start-up (before data, MLflow or Ray) on a grid value the model rejects, naming
+    its key: each G with the first φ, then each further φ with the first G. The DGMN module
+    checks both when it is built, e.g. that G divides its input channels C; backbone weights
+    are not loaded for this."""
+    cases = [("tune.groups", groups, settings.rates[0], groups) for groups in settings.groups]
+    cases += [("tune.rates", rates, rates, settings.groups[0]) for rates in settings.rates[1:]]
+    for key, value, rates, groups in cases:
+        model = as_dict(with_rates_and_groups(base, rates, groups))["model"]
+        try:
+            build_model({**model, "weights": None})
+        except (ValueError, TypeError, DgmnError) as exc:
+            raise ConfigError(f"config key {key}={value!r} (tune.base_experiment="
+                              f"{base.experiment.name!r}): {exc}") from None
 
 
 def model_complexity(cfg: PipelineConfig) -> tuple[float, float]:
@@ -104,7 +122,8 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
     cfg = load_config(overrides)
     base = load_config(with_experiment(overrides, cfg.tune.base_experiment))
     settings = cfg.tune
-    # Fail at start-up on a bad grid: every trial's config must validate and build.
+    check_grid(base, settings)
+    # Every trial's config must also build with its data (the dataset root must exist).
     complexity = {(tuple(r), g): model_complexity(with_rates_and_groups(base, r, g))
                   for r in settings.rates for g in settings.groups}
     parent: dict[str, str] | None = None

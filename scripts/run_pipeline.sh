@@ -4,8 +4,10 @@
 # Extra arguments go to `dvc repro` (e.g. scripts/run_pipeline.sh train@table1-dgmn_da).
 # Another profile: DGMN_PROFILE=smoke scripts/run_pipeline.sh  (runs `dvc exp run -S profile=…`).
 #
-# One local Ray instance (on a loopback address, token auth) serves every stage, so each
-# training does not pay for starting and stopping Ray; it is stopped by PID at the end.
+# One local Ray instance serves every stage, so each training does not pay for starting and
+# stopping Ray: `python -m pipeline.common.ray_local` (the project's one definition of a local
+# instance, also used by a stage started on its own) starts it on 127.0.0.1 only, with token
+# auth (the token in a 0600 file under its temp dir, never printed), and stops it by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh pipeline,dev
@@ -18,22 +20,12 @@ fi
 
 if [ -z "${RAY_ADDRESS:-}" ]; then
   ray_tmp=$(mktemp -d /tmp/dgmnray.XXXX)   # short: Ray's socket paths have a length limit
-  port=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.2', 0)); print(s.getsockname()[1])")
-  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$(python -c 'import secrets; print(secrets.token_hex(32))')"
-  export RAY_TMPDIR="$ray_tmp" RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.5
-  stop_ray() {
-    pids=$(grep -l "$ray_tmp" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true)
-    [ -n "$pids" ] && kill $pids 2>/dev/null || true
-    sleep 2
-    pids=$(grep -l "$ray_tmp" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true)
-    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
-    rm -rf "$ray_tmp"
-  }
-  trap stop_ray EXIT
-  ray start --head --node-ip-address=127.0.0.2 --port="$port" --temp-dir="$ray_tmp" \
-      --num-cpus="$(nproc)" --include-dashboard=false --disable-usage-stats >/dev/null
-  export RAY_ADDRESS="127.0.0.2:$port"
-  echo "[pipeline] Ray on $RAY_ADDRESS (temp $ray_tmp)"
+  trap 'python -m pipeline.common.ray_local stop "$ray_tmp"' EXIT
+  # prints `export RAY_ADDRESS=127.0.0.1:PORT RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=… …`
+  ray_env=$(python -m pipeline.common.ray_local start "$ray_tmp" --num-cpus "$(nproc)")
+  eval "$ray_env"
+  export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.5
+  echo "[pipeline] Ray on $RAY_ADDRESS (loopback only, token auth; temp $ray_tmp)"
 fi
 
 start=$(date +%s)

@@ -12,6 +12,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from pipeline.common.ray_local import init_local
 from pipeline.config.compose import as_dict
 from pipeline.config.schema import PipelineConfig
 from pipeline.training.loop import train_loop_per_worker
@@ -28,8 +29,9 @@ def run_key(cfg: PipelineConfig) -> str:
 
 
 def ensure_ray(cfg: PipelineConfig) -> None:
-    """Join ``scaling.address`` (``auto`` = the running cluster), else ``$RAY_ADDRESS``, else
-    start a local instance for this process."""
+    """Join ``scaling.address`` (``auto`` = the running cluster), else ``$RAY_ADDRESS`` (the
+    instance ``scripts/run_pipeline.sh`` started), else start a local instance for this
+    process: :func:`~pipeline.common.ray_local.init_local`, 127.0.0.1 only, token auth."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -40,8 +42,7 @@ def ensure_ray(cfg: PipelineConfig) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # a cluster the caller started (run_pipeline.sh)
         ray.init(log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.scaling.ray_num_cpus, include_dashboard=False,
-                 log_to_driver=True)
+        init_local(num_cpus=cfg.scaling.ray_num_cpus)
 
 
 def make_trainer(cfg: PipelineConfig, project_root: Path, *,
