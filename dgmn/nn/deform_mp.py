@@ -1,50 +1,74 @@
 """The "deformable message passing" baseline of the paper's Table 2 (§4.1, baseline (i)).
 
-DGMN's message-passing layer with its message calculation done by randomly initialised
-modulated deformable convolutions (DCNv2) instead of the dynamic op: the offsets are learned,
-but the filters are static (shared by every node) and there are no predicted affinities::
+"A variant of our model using randomly initialised deformable convolutions for message
+calculation, but without using the proposed dynamic sampling and dynamic weights/affinities":
+DGMN's res4 module with its message computed by one deformable convolution (DCNv1: learned
+offsets, one static filter shared by every node, no mask, no affinities), at the reduced width
+of the authors' code (:class:`~dgmn.nn.reduced.ReducedResidual`, C → C/4 → C)::
 
-    m = Σ_q β_q DCN_q(h)        (one 3×3 deformable conv C→C per rate ρ_q, dilated by ρ_q)
-    h' = ReLU(f + BN(m))        (Eq. 2)
+    h = ReLU(GN(W_down x))
+    m = DCN(h; offsets = conv3×3(h))             C/4 → C/4
+    y = x + ReLU(GN(W_up (h + m)))
+
+Every conv is bias-free and initialised U(±1/√fan_in) (PyTorch's default for ``nn.Conv2d``,
+the authors' deformable conv's own rule), so the offsets start random, not at zero. At
+C = 1024: 0.53M (shell) + 9·256·18 (offsets) + 9·256·256 (DCN) = 1.16M parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 
-import torch
 from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
 
 from dgmn._checks import check_positive_int
-from dgmn.nn.deform_conv import ModulatedDeformConv2d
-from dgmn.ops import check_kernel_size, check_rates
+from dgmn.nn.reduced import ReducedResidual
+from dgmn.ops import check_kernel_size
 
 
-class DeformableMessagePassing(nn.Module):
+class DeformableMessage(nn.Module):
+    """``h + DCN(h)``: a k×k deformable conv C→C whose offsets a k×k conv predicts from ``h``.
+
+    Shapes: ``(B, C, H, W) → (B, C, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        self.kernel_size = check_kernel_size(kernel_size)
+        self.in_channels = self.out_channels = in_channels
+        self.padding = kernel_size // 2
+        self.offsets = nn.Conv2d(in_channels, 2 * kernel_size ** 2, kernel_size,
+                                 padding=self.padding, bias=False)
+        self.weight = nn.Parameter(self.offsets.weight.new_empty(
+            in_channels, in_channels, kernel_size, kernel_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(±1/√fan_in) for the offset predictor and the deformable filter."""
+        for weight in (self.offsets.weight, self.weight):
+            bound = 1.0 / math.sqrt(weight[0].numel())
+            nn.init.uniform_(weight, -bound, bound)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + deform_conv2d(h, self.offsets(h), self.weight, padding=self.padding)
+
+
+class DeformableMessagePassing(ReducedResidual):
     """Deformable message passing; ``(B, C, H, W) → (B, C, H, W)``.
 
     Args:
         in_channels: C.
-        rates: dilation of each deformable conv (φ); the paper's baseline uses one, ρ = 1.
-        kernel_size: k of every deformable conv.
-        beta_init: initial value of the per-rate scales β.
+        kernel_size: k of the deformable conv and of its offset predictor.
+        reduction: width reduction r of the shell (4 in the authors' code).
+        norm_groups: GroupNorm groups of the shell (default: 32, the authors', where it
+            divides C/r; see :class:`~dgmn.nn.reduced.ReducedResidual`).
     """
 
-    def __init__(self, in_channels: int, rates: Sequence[int] = (1,), kernel_size: int = 3,
-                 beta_init: float = 1.0) -> None:
-        super().__init__()
+    def __init__(self, in_channels: int, kernel_size: int = 3, reduction: int = 4,
+                 norm_groups: int | None = None) -> None:
         check_positive_int("in_channels", in_channels)
-        self.rates = check_rates(rates)
-        self.kernel_size = check_kernel_size(kernel_size)
-        self.in_channels = self.out_channels = in_channels
-        self.messages = nn.ModuleList(
-            ModulatedDeformConv2d(in_channels, in_channels, kernel_size,
-                                  padding=rate * (kernel_size // 2), dilation=rate)
-            for rate in self.rates)
-        self.betas = nn.Parameter(torch.full((len(self.rates),), float(beta_init)))
-        self.norm = nn.BatchNorm2d(in_channels)
-
-    def forward(self, features: Tensor) -> Tensor:
-        message = sum(beta * conv(features) for beta, conv in zip(self.betas, self.messages,
-                                                                  strict=True))
-        return torch.relu(features + self.norm(message))
+        check_positive_int("reduction", reduction)
+        body = DeformableMessage(max(in_channels // reduction, 1), kernel_size)
+        super().__init__(in_channels, body, reduction=reduction, norm_groups=norm_groups)

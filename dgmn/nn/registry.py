@@ -18,6 +18,7 @@ CONTEXT_MODULES: dict[str, str] = {
     "dgmn_da": "dgmn.nn.dgmn_variants:dgmn_da",
     "dgmn_da_dw": "dgmn.nn.dgmn_variants:dgmn_da_dw",
     "dgmn_da_dw_ds": "dgmn.nn.dgmn_variants:dgmn_da_dw_ds",
+    "dgmn_reduced": "dgmn.nn.dgmn_variants:dgmn_reduced",
     "deformable_message_passing": "dgmn.nn.deform_mp:DeformableMessagePassing",
     "nonlocal": "dgmn.nn.non_local:NonLocal2d",
     "nonlocal_head": "dgmn.nn.non_local:NonLocalHead",
