@@ -11,16 +11,14 @@ or a list of them. Points, for ``k`` in 2…5 (``res{k}`` is torchvision's ``lay
   a one-block stage (``resnet_tiny``).
 - ``c{k}``: one module after every 3×3 conv of the stage (the paper's "C5" / "C4, C5": "after all
   3×3 conv layers in res5"), ``len(stage)`` modules on Bottleneck stages. Placement inside the
-  block: **conv → BN → module → ReLU**, i.e. the BN that follows the 3×3 conv becomes
-  ``Sequential(bn, module)``. Why after the BN rather than between conv and BN: detection
-  freezes the backbone's BN (pretrained affine statistics that cannot adapt), and those
-  statistics describe the conv's output, so a randomly initialised module between the conv
-  and its BN would make the frozen normalisation wrong from the first step. Why before the
-  ReLU: the DGMN update is ``h = ReLU(f + BN(W m))`` (Eq. 2), so with ``f`` the normalised,
-  not yet rectified features the block's own ReLU (idempotent after DGMN's) is the update's
-  nonlinearity. (mmdetection's ``after_conv2`` plugins run after the ReLU instead; with
-  torchvision's shared ``relu`` that order would need a second ReLU after the module.) The
-  same placement is used for every module name at ``c{k}``, baselines included.
+  block, the authors' (their code's "after3x3" position, also mmdetection's ``after_conv2``
+  plugin position): **conv → BN → ReLU → module → next conv**, i.e. the module reads the
+  conv's normalised and rectified output and nothing rectifies its own output; the layer
+  after it (``conv3`` of a Bottleneck) becomes ``Sequential(module, conv=conv3)``. The block's
+  frozen BN still normalises the conv's own output, which is what its pretrained statistics
+  describe. A BasicBlock's second 3×3 conv has no activation before the identity is added: its
+  module goes after that conv's BN (``bn2`` becomes ``Sequential(bn=bn2, module)``). The same
+  placement is used for every module name at ``c{k}``, baselines included.
 - ``c{k}_residual``: one module at the end of every block's residual branch, after its last conv
   and BN and before the identity is added (GCNet's own placement, Cao et al. 2019 §4, and
   mmdetection's ``after_conv3`` plugin position); the block's last BN becomes
@@ -35,8 +33,10 @@ with the same arguments and the conv's weights (DCNv2 "in C5", the paper's Table
 Inserted modules are randomly initialised and keep their own (trainable) normalisation layers;
 only the backbone's original BNs are frozen in detection. Names in the module tree:
 ``layer3.<name>`` for ``res4`` (the stage's blocks keep their indices, so backbone state dicts
-still load), ``layer4.<i>.bn2.<name>`` for ``c5`` (the BN itself moves to ``…bn2.bn``),
-``layer4.<i>.conv2`` for a replaced conv (same ``weight`` key, plus ``offset_mask.*``).
+still load), ``layer4.<i>.conv3.<name>`` for ``c5`` (the conv itself moves to ``…conv3.conv``;
+backbone weights are loaded before insertion), ``layer4.<i>.bn3.<name>`` for ``c5_residual``
+(the BN moves to ``…bn3.bn``), ``layer4.<i>.conv2`` for a replaced conv (same ``weight`` key,
+plus ``offset_mask.*``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.resnet import ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from dgmn.models.backbones import BLOCK_LAYOUT, STAGES, block_layout
 from dgmn.nn import build_context_module, context_module_class
@@ -78,6 +78,13 @@ ALIASES: dict[str, tuple[str, ...]] = {"c4_c5": ("c4", "c5"), "c3_c4_c5": ("c3",
 CONV_REPLACEMENTS: dict[str, str] = {"deformable": "dgmn.nn.deform_conv:ModulatedDeformConv2d"}
 
 _SPEC_KEYS = ("module", "at", "kwargs")
+
+#: Per block type: where the module of each 3×3 conv goes at ``c{k}`` (see the module
+#: docstring), 3×3 conv → (attribute, ``"before"`` it | ``"after"`` it).
+AFTER_3X3_SLOTS: dict[type[nn.Module], dict[str, tuple[str, str]]] = {
+    Bottleneck: {"conv2": ("conv3", "before")},
+    BasicBlock: {"conv1": ("conv2", "before"), "conv2": ("bn2", "after")},
+}
 
 
 @dataclass(frozen=True)
@@ -162,9 +169,9 @@ def _free_name(parent: nn.Module, name: str) -> str:
 def _append_after(block: nn.Module, attr: str, name: str, module: nn.Module) -> str:
     """``block.attr`` becomes ``Sequential(bn=block.attr, name=module)`` (or grows by one).
 
-    The block's shared ``relu`` (in place in torchvision) then acts on the module's output,
-    which modules ending in a ReLU of their own (DGMN's Eq. 2 update) keep for their backward:
-    it is made out of place (same values).
+    The block's shared ``relu`` (in place in torchvision) may then act on the module's output,
+    which modules ending in a ReLU of their own keep for their backward: it is made out of
+    place (same values).
     """
     if isinstance(getattr(block, "relu", None), nn.ReLU) and block.relu.inplace:
         block.relu = nn.ReLU(inplace=False)
@@ -177,8 +184,31 @@ def _append_after(block: nn.Module, attr: str, name: str, module: nn.Module) -> 
     return f"{attr}.{name}"
 
 
+def _insert_before(parent: nn.Module, attr: str, name: str, module: nn.Module) -> str:
+    """``parent.attr`` becomes ``Sequential(name=module, conv=parent.attr)``, or, if it is a
+    ``Sequential`` already (a stage, or a conv wrapped before), gets ``module`` right before its
+    last child: later modules at one place run after the earlier ones."""
+    current = getattr(parent, attr)
+    if not isinstance(current, nn.Sequential):
+        current = nn.Sequential(OrderedDict([("conv", current)]))
+    *earlier, last = current.named_children()
+    name = _free_name(current, name)
+    setattr(parent, attr, nn.Sequential(OrderedDict([*earlier, (name, module), last])))
+    return f"{attr}.{name}"
+
+
+_ATTACH: dict[str, Callable[[nn.Module, str, str, nn.Module], str]] = {
+    "after": _append_after, "before": _insert_before}
+
+
+def _unwrapped(block: nn.Module, attr: str) -> nn.Module:
+    """``block.attr``, or the layer at its end if insertion wrapped it in a ``Sequential``."""
+    layer = getattr(block, attr)
+    return layer.conv if isinstance(layer, nn.Sequential) and "conv" in layer._modules else layer
+
+
 def _replace_conv(block: nn.Module, attr: str, replacement: Callable[..., nn.Module]) -> str:
-    conv = getattr(block, attr)
+    conv = _unwrapped(block, attr)
     if type(conv) is not nn.Conv2d:
         raise ValueError(f"cannot replace {attr} ({type(conv).__name__}): it is no longer a "
                          f"plain nn.Conv2d (replaced twice?)")
@@ -190,6 +220,10 @@ def _replace_conv(block: nn.Module, attr: str, replacement: Callable[..., nn.Mod
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
     new.weight.requires_grad_(conv.weight.requires_grad)
+    wrapper = getattr(block, attr)
+    if isinstance(wrapper, nn.Sequential):  # modules inserted before it stay in front
+        wrapper.conv = new
+        return f"{attr}.conv"
     setattr(block, attr, new)
     return attr
 
@@ -203,22 +237,19 @@ def _blocks(layer: nn.Sequential) -> list[tuple[str, nn.Module]]:
 def _before_last_block(model: ResNet, stage: str, spec: InsertSpec, where: str) -> list[str]:
     layer: nn.Sequential = getattr(model, stage)
     module = _build(spec, layer[-1].conv1.in_channels, where)
-    children = list(layer.named_children())
-    name = _free_name(layer, spec.module)
-    setattr(model, stage, nn.Sequential(OrderedDict([*children[:-1], (name, module),
-                                                     children[-1]])))
-    return [f"{stage}.{name}"]
+    return [_insert_before(model, stage, spec.module, module)]
 
 
 def _after_3x3(model: ResNet, stage: str, spec: InsertSpec, where: str) -> list[str]:
     names = []
     for index, block in _blocks(getattr(model, stage)):
-        for conv, bn in block_layout(block).convs_3x3:
+        for conv, _bn in block_layout(block).convs_3x3:
             if spec.module in CONV_REPLACEMENTS:
                 attr = _replace_conv(block, conv, _import(CONV_REPLACEMENTS[spec.module]))
             else:
-                module = _build(spec, getattr(block, conv).out_channels, where)
-                attr = _append_after(block, bn, spec.module, module)
+                module = _build(spec, _unwrapped(block, conv).out_channels, where)
+                slot, position = AFTER_3X3_SLOTS[type(block)][conv]
+                attr = _ATTACH[position](block, slot, spec.module, module)
             names.append(f"{stage}.{index}.{attr}")
     return names
 
@@ -227,7 +258,7 @@ def _residual_end(model: ResNet, stage: str, spec: InsertSpec, where: str) -> li
     names = []
     for index, block in _blocks(getattr(model, stage)):
         conv, bn = block_layout(block).branch_end
-        module = _build(spec, getattr(block, conv).out_channels, where)
+        module = _build(spec, _unwrapped(block, conv).out_channels, where)
         names.append(f"{stage}.{index}.{_append_after(block, bn, spec.module, module)}")
     return names
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torchvision.models.resnet import Bottleneck, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from dgmn.models.backbones import build_resnet
 from dgmn.models.insertion import INSERTION_POINTS, insert_modules, parse_insert
@@ -53,17 +53,43 @@ def test_res4_goes_right_before_the_last_block(resnet50: ResNet) -> None:
     assert keys <= set(model.state_dict())  # the blocks keep their state-dict keys
 
 
-def test_c5_goes_after_each_3x3_conv_and_its_bn(resnet50: ResNet) -> None:
-    """conv2 → bn2 → module → ReLU: the (frozen) BN still normalises the conv's own output."""
+def test_c5_goes_after_each_3x3_conv_its_bn_and_relu(resnet50: ResNet) -> None:
+    """The authors' order: conv2 → bn2 → ReLU → module → conv3; nothing rectifies the module's
+    output (the residual DGMN's f + m reaches conv3 with its negative values)."""
     model = copy.deepcopy(resnet50)
-    names = insert_modules(model, {"module": "dgmn", "at": "c5", "kwargs": {"rates": [1, 4]}})
-    assert names == [f"layer4.{i}.bn2.dgmn" for i in range(3)]
-    for block in model.layer4:
-        assert type(block.conv2) is nn.Conv2d
-        bn, module = block.bn2
-        assert isinstance(bn, nn.BatchNorm2d) and module.rates == (1, 4)
-        assert not block.relu.inplace  # DGMN's own ReLU output must survive for backward
-        assert type(block.bn1) is nn.BatchNorm2d and type(block.bn3) is nn.BatchNorm2d
+    names = insert_modules(model, {"module": "dgmn", "at": "c5",
+                                   "kwargs": {"rates": [1, 4], "form": "residual"}})
+    assert names == [f"layer4.{i}.conv3.dgmn" for i in range(3)]
+    for block, original in zip(model.layer4, resnet50.layer4, strict=True):
+        module, conv = block.conv3
+        assert module.rates == (1, 4) and conv is block.conv3.conv
+        assert torch.equal(conv.weight, original.conv3.weight)
+        assert type(block.bn2) is nn.BatchNorm2d and type(block.conv2) is nn.Conv2d
+    block = model.layer4[1].eval()
+    seen: dict[str, torch.Tensor] = {}
+    block.conv3.dgmn.register_forward_hook(
+        lambda m, args, out: seen.update(module_in=args[0], module_out=out))
+    block.conv3.conv.register_forward_hook(lambda m, args, out: seen.update(conv3_in=args[0]))
+    x = torch.randn(1, 2048, 6, 7)
+    with torch.no_grad():
+        out = block(x)
+        h = torch.relu(block.bn1(block.conv1(x)))
+        h = torch.relu(block.bn2(block.conv2(h)))
+        torch.testing.assert_close(seen["module_in"], h)
+        assert seen["conv3_in"] is seen["module_out"] and (seen["module_out"] < 0).any()
+        want = torch.relu(block.bn3(block.conv3.conv(block.conv3.dgmn(h))) + x)
+    torch.testing.assert_close(out, want)
+    keys = {k.replace("conv3.conv.", "conv3.") for k in model.state_dict() if ".dgmn." not in k}
+    assert keys == set(resnet50.state_dict())  # only the conv3 keys move, nothing else
+
+
+def test_basic_blocks_get_a_module_after_each_3x3_conv() -> None:
+    """A BasicBlock's first 3×3 conv is followed by BN and ReLU (module before conv2); its
+    second one by BN and the addition (module after bn2)."""
+    model = ResNet(BasicBlock, [1, 1, 1, 1])
+    names = insert_modules(model, {"module": "gcnet", "at": "c5"})
+    assert names == ["layer4.0.conv2.gcnet", "layer4.0.bn2.gcnet"]
+    assert _features(model, torch.randn(1, 3, 64, 64)).shape == (1, 512, 2, 2)
 
 
 def test_c5_residual_goes_before_the_addition(resnet50: ResNet) -> None:
@@ -118,9 +144,13 @@ def test_several_modules_at_one_point() -> None:
     names = insert_modules(model, [{"module": "gcnet", "at": "res4"},
                                    {"module": "gcnet", "at": "res4"},
                                    {"module": "gcnet", "at": "c5"},
-                                   {"module": "nonlocal", "at": "c5"}])
-    assert names == ["layer3.gcnet", "layer3.gcnet_1", "layer4.0.bn2.gcnet",
-                     "layer4.0.bn2.nonlocal"]
+                                   {"module": "nonlocal", "at": "c5"},
+                                   {"module": "gcnet", "at": "c5_residual"},
+                                   {"module": "deformable", "at": "c5"}])
+    assert names == ["layer3.gcnet", "layer3.gcnet_1", "layer4.0.conv3.gcnet",
+                     "layer4.0.conv3.nonlocal", "layer4.0.bn3.gcnet", "layer4.0.conv2"]
+    assert list(model.layer3._modules) == ["gcnet", "gcnet_1", "0"]  # in order, before block 0
+    assert list(model.layer4[0].conv3._modules) == ["gcnet", "nonlocal", "conv"]
     assert _features(model, torch.randn(2, 3, 64, 64)).shape == (2, 2048, 2, 2)
 
 

@@ -35,7 +35,7 @@ def test_mask_rcnn_by_name_with_spec_and_preset() -> None:
                         max_size=128, insert={"module": "dgmn", "at": "c5",
                                               "kwargs": {"rates": [1, 4, 8, 12]}})
     assert isinstance(model, MaskRCNN)
-    assert model.inserted_modules == ["backbone.body.layer4.0.bn2.dgmn"]
+    assert model.inserted_modules == ["backbone.body.layer4.0.conv3.dgmn"]
     assert model.roi_heads.box_predictor.cls_score.out_features == 81
     preset = build_model({"name": "mask_rcnn", "backbone": "resnet_tiny", "insert": "dgmn_c4_c5"})
     assert len(preset.inserted_modules) == 2
