@@ -16,8 +16,10 @@ import copy
 import inspect
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -25,30 +27,37 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from dgmn.metrics.complexity import Complexity, count_complexity
 from dgmn.models.backbones import STAGES, build_resnet, stage_out_channels
 from dgmn.models.insertion import insert_modules, parse_insert
 
-__all__ = ["COCO_RATES", "MASK_RCNN_PRESETS", "build_mask_rcnn", "resolve_insert"]
+__all__ = ["COCO_RATES", "DGMN_COCO_KWARGS", "MASK_RCNN_PRESETS", "PAPER_IMAGE_SIZE",
+           "MaskRCNNTotals", "build_mask_rcnn", "mask_rcnn_totals", "resolve_insert",
+           "trainable_parameters"]
 
 #: The paper's DGMN settings on COCO: φ = {1, 4, 8, 12}, G = 4 (§4.1, supplementary).
 COCO_RATES: tuple[int, ...] = (1, 4, 8, 12)
-_DGMN_COCO = {"rates": list(COCO_RATES), "groups": 4}
+#: DGMN in the detection tables: the authors' residual form ``f + Σ_q β_q m_q`` (no
+#: projections, bias-free predictors, their initialisation; see :mod:`dgmn.nn.dgmn`).
+DGMN_COCO_KWARGS: dict[str, Any] = {"rates": list(COCO_RATES), "groups": 4, "form": "residual"}
 
 #: Insertion specs of the paper's Mask R-CNN rows, keyed like ``tables.yaml`` (Tables 2, 4).
-#: First part of Table 2: one module "right before the last residual block of res4"; second
-#: part: "C5" = after every 3×3 conv of res5 — for GCNet too ("in the same locations"; GCNet's
-#: own end-of-branch placement is ``at="c5_residual"``); Deformable (C5) replaces those convs.
+#: First part of Table 2: one module "right before the last residual block of res4" — for DGMN
+#: and the deformable message-passing baseline the authors' reduced modules (C → C/4 → C, see
+#: :mod:`dgmn.nn.reduced`); second part: "C5" = after every 3×3 conv of res5 (after its BN and
+#: ReLU) — for GCNet too ("in the same locations"; GCNet's own end-of-branch placement is
+#: ``at="c5_residual"``); Deformable (C5) replaces those convs.
 MASK_RCNN_PRESETS: dict[str, tuple[dict[str, Any], ...]] = {
     "maskrcnn": (),
     "gcnet": ({"module": "gcnet", "at": "res4"},),
     "deformable_message_passing": ({"module": "deformable_message_passing", "at": "res4"},),
     "nonlocal": ({"module": "nonlocal", "at": "res4"},),
     "ccnet": ({"module": "ccnet", "at": "res4"},),
-    "dgmn_res4": ({"module": "dgmn", "at": "res4", "kwargs": _DGMN_COCO},),
+    "dgmn_res4": ({"module": "dgmn_reduced", "at": "res4", "kwargs": DGMN_COCO_KWARGS},),
     "gcnet_c5": ({"module": "gcnet", "at": "c5"},),
     "deformable_c5": ({"module": "deformable", "at": "c5"},),
-    "dgmn_c5": ({"module": "dgmn", "at": "c5", "kwargs": _DGMN_COCO},),
-    "dgmn_c4_c5": ({"module": "dgmn", "at": "c4_c5", "kwargs": _DGMN_COCO},),
+    "dgmn_c5": ({"module": "dgmn", "at": "c5", "kwargs": DGMN_COCO_KWARGS},),
+    "dgmn_c4_c5": ({"module": "dgmn", "at": "c4_c5", "kwargs": DGMN_COCO_KWARGS},),
 }
 
 #: Keyword arguments that MaskRCNN accepts besides ours (it forwards unknown ones silently).
@@ -139,3 +148,78 @@ def build_mask_rcnn(backbone: str = "resnet50", num_classes: int = 81, insert: I
                      **kwargs)
     model.inserted_modules = [f"backbone.body.{name}" for name in inserted]
     return model
+
+
+#: The input of the paper's whole-model totals (§4.3): COCO images are resized to a shorter side
+#: of 800 and a longer side of at most 1333 (§A.2.3); an 800×1333 image is the largest.
+PAPER_IMAGE_SIZE: tuple[int, int] = (800, 1333)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Parameters that training updates: the paper's convention for its Mask R-CNN totals
+    (R-101 baseline 63.1M, R-50 + DGMN (C4, C5) 51.1M, §4.3): frozen BN statistics and the
+    frozen stem and res2 (``trainable_layers=3``) are not counted."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class MaskRCNNTotals:
+    """Whole-model figures of one Mask R-CNN on one image: trainable parameters and the
+    forward's MACs (:func:`dgmn.metrics.count_complexity`; ``None`` when not counted)."""
+
+    trainable_params: int
+    complexity: Complexity | None
+
+    @property
+    def params_m(self) -> float:
+        return self.trainable_params / 1e6
+
+
+@torch.no_grad()
+def _calibrate_frozen_bn(model: MaskRCNN, images: list[torch.Tensor]) -> None:
+    """Give every frozen BN of the backbone its input's per-channel mean and variance on
+    ``images``, in execution order (each BN sees inputs already normalised upstream).
+
+    Frozen BN without pretrained statistics is the identity, and without normalisation the
+    activations of a deep random network (and DGMN's filters, linear in them) overflow; the
+    heads' workload, which depends on finite scores, would then not be the model's.
+    """
+    def set_statistics(bn: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        bn.running_mean.copy_(args[0].mean(dim=(0, 2, 3)))
+        bn.running_var.copy_(args[0].var(dim=(0, 2, 3)))
+
+    body = model.backbone.body
+    handles = [m.register_forward_pre_hook(set_statistics) for m in body.modules()
+               if isinstance(m, FrozenBatchNorm2d)]
+    was_training = model.training
+    model.eval()
+    try:
+        body(model.transform(images)[0].tensors)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+def mask_rcnn_totals(insert: InsertArg = None, backbone: str = "resnet50",
+                     image_size: tuple[int, int] | None = PAPER_IMAGE_SIZE,
+                     num_classes: int = 81, **kwargs: Any) -> MaskRCNNTotals:
+    """Totals in the paper's training setting (ImageNet-initialised backbone: frozen BN, stem
+    and res2), without downloading weights; MACs of one eval forward on a random
+    ``image_size`` image (``None``: parameters only, no forward).
+
+    The heads' workload is the test-time one whatever the random weights predict: the frozen
+    BNs get the image's statistics (:func:`_calibrate_frozen_bn`), the RPN passes its 1000
+    proposals to the box head and all 100 detections go to the mask head
+    (``box_score_thresh=0``). ``kwargs`` go to :func:`build_mask_rcnn`.
+    """
+    settings = {"box_score_thresh": 0.0, **kwargs}
+    model = build_mask_rcnn(backbone, num_classes=num_classes, insert=insert, frozen_bn=True,
+                            trainable_layers=3, **settings)
+    counts = None
+    if image_size is not None:
+        generator = torch.Generator().manual_seed(0)
+        images = [torch.rand(3, *image_size, generator=generator)]
+        _calibrate_frozen_bn(model, images)
+        counts = count_complexity(model, images)
+    return MaskRCNNTotals(trainable_parameters(model), counts)

@@ -9,9 +9,12 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.ops import FrozenBatchNorm2d
 
 from dgmn.models import MASK_RCNN_PRESETS, build_mask_rcnn, build_resnet
+from dgmn.models.detection import mask_rcnn_totals, trainable_parameters
 from dgmn.models.insertion import parse_insert
-from dgmn.nn import context_module_class
+from dgmn.nn import DGMN, context_module_class
 from dgmn.nn.deform_conv import ModulatedDeformConv2d
+from dgmn.nn.deform_mp import DeformableMessagePassing
+from dgmn.nn.reduced import ReducedResidual
 
 H, W = 128, 160
 #: Few proposals and RoIs: the box/mask heads, not the backbone, dominate CPU time otherwise.
@@ -55,29 +58,28 @@ def _check_train_and_eval(model: MaskRCNN) -> None:
         assert det["masks"].shape == (n, 1, H, W)
 
 
-#: (insert preset, module name, number of inserted/replaced modules on ResNet-50).
+#: (insert preset, class of the inserted/replacing modules, how many on ResNet-50).
 R50_CASES = [
     ("maskrcnn", None, 0),
-    ("dgmn_res4", "dgmn", 1),
-    ("dgmn_c5", "dgmn", 3),
-    ("dgmn_c4_c5", "dgmn", 6 + 3),
-    ("nonlocal", "nonlocal", 1),
-    ("gcnet_c5", "gcnet", 3),
-    ("deformable_c5", "deformable", 3),
-    ("deformable_message_passing", "deformable_message_passing", 1),
+    ("dgmn_res4", ReducedResidual, 1),
+    ("dgmn_c5", DGMN, 3),
+    ("dgmn_c4_c5", DGMN, 6 + 3),
+    ("nonlocal", context_module_class("nonlocal"), 1),
+    ("gcnet_c5", context_module_class("gcnet"), 3),
+    ("deformable_c5", ModulatedDeformConv2d, 3),
+    ("deformable_message_passing", DeformableMessagePassing, 1),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("preset", "module", "count"), R50_CASES,
+@pytest.mark.parametrize(("preset", "cls", "count"), R50_CASES,
                          ids=[case[0] for case in R50_CASES])
-def test_mask_rcnn_r50_insertions(preset: str, module: str | None, count: int) -> None:
+def test_mask_rcnn_r50_insertions(preset: str, cls: type | None, count: int) -> None:
     model = build_mask_rcnn("resnet50", num_classes=5, insert=preset, frozen_bn=True,
                             trainable_layers=3, **SMALL)
     assert isinstance(model, MaskRCNN)
     assert len(model.inserted_modules) == count
-    if module is not None:
-        cls = ModulatedDeformConv2d if module == "deformable" else context_module_class(module)
+    if cls is not None:
         assert all(isinstance(model.get_submodule(n), cls) for n in model.inserted_modules)
         assert sum(isinstance(m, cls) for m in model.modules()) == count
     # the backbone's own BNs are frozen; only inserted modules may carry trainable norms
@@ -96,8 +98,9 @@ def test_mask_rcnn_r50_insertions(preset: str, module: str | None, count: int) -
 def test_mask_rcnn_tiny_c5_dgmn_with_paper_rates() -> None:
     model = build_mask_rcnn("resnet_tiny", num_classes=4, insert="dgmn_c5", **SMALL)
     (name,) = model.inserted_modules
-    assert name == "backbone.body.layer4.0.bn2.dgmn"
-    assert model.get_submodule(name).rates == (1, 4, 8, 12)
+    assert name == "backbone.body.layer4.0.conv3.dgmn"
+    module = model.get_submodule(name)
+    assert module.rates == (1, 4, 8, 12) and module.form == "residual"
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
     _check_train_and_eval(model)
 
@@ -111,7 +114,7 @@ def test_frozen_bn_and_trainable_layers_follow_weights(tmp_path) -> None:
     assert isinstance(body.layer3[0].bn2, FrozenBatchNorm2d)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
     assert not body.layer1[0].conv2.weight.requires_grad  # res2 frozen (trainable_layers=3)
-    assert all(p.requires_grad for p in body.layer1[0].bn2.gcnet.parameters())
+    assert all(p.requires_grad for p in body.layer1[0].conv3.gcnet.parameters())
     scratch = build_mask_rcnn("resnet_tiny", **SMALL)
     assert type(scratch.backbone.body.layer3[0].bn2) is nn.BatchNorm2d
     assert all(p.requires_grad for p in scratch.parameters())
@@ -120,7 +123,43 @@ def test_frozen_bn_and_trainable_layers_follow_weights(tmp_path) -> None:
 def test_presets_are_valid_specs() -> None:
     for specs in MASK_RCNN_PRESETS.values():
         assert len(parse_insert(list(specs))) == len(specs)
-    assert MASK_RCNN_PRESETS["dgmn_c4_c5"][0]["kwargs"] == {"rates": [1, 4, 8, 12], "groups": 4}
+    coco = {"rates": [1, 4, 8, 12], "groups": 4, "form": "residual"}
+    for preset in ("dgmn_c5", "dgmn_c4_c5", "dgmn_res4"):
+        assert MASK_RCNN_PRESETS[preset][0]["kwargs"] == coco
+    assert MASK_RCNN_PRESETS["dgmn_res4"][0]["module"] == "dgmn_reduced"
+
+
+@pytest.mark.parametrize(("backbone", "insert", "paper_m"), [
+    ("resnet50", "dgmn_c4_c5", 51.1),  # §4.3: "only 51.1M parameters and 297.1 GFLOPs"
+    ("resnet101", "maskrcnn", 63.1),  # §4.3: "the Mask-RCNN baseline with ResNet-101 has 63.1M"
+])
+def test_whole_model_parameters_match_the_paper(backbone: str, insert: str,
+                                                paper_m: float) -> None:
+    """Trainable parameters of the paper's setting (frozen BN, stem and res2), no forward."""
+    totals = mask_rcnn_totals(insert, backbone, image_size=None)
+    assert totals.complexity is None
+    assert totals.params_m == pytest.approx(paper_m, abs=0.05)
+
+
+@pytest.mark.slow
+def test_totals_count_a_forward_with_the_test_time_head_workload() -> None:
+    """Random weights, yet the box head sees every proposal and the mask head 100 detections:
+    the same whole-model MACs with and without DGMN's (random, unnormalised) modules, apart
+    from the modules' own convolutions."""
+    size = {"min_size": 96, "max_size": 128, "rpn_pre_nms_top_n_test": 100,
+            "rpn_post_nms_top_n_test": 10, "box_detections_per_img": 2}
+    base = mask_rcnn_totals("maskrcnn", "resnet_tiny", image_size=(96, 128), **size)
+    dgmn = mask_rcnn_totals("dgmn_c4_c5", "resnet_tiny", image_size=(96, 128), **size)
+    model = build_mask_rcnn("resnet_tiny", num_classes=81, insert="dgmn_c4_c5", frozen_bn=True,
+                            trainable_layers=3)
+    assert dgmn.trainable_params == trainable_parameters(model) > base.trainable_params
+    box_head = 10 * (256 * 7 * 7 * 1024 + 1024 * 1024 + 1024 * 81 + 1024 * 4 * 81)
+    for totals in (base, dgmn):
+        assert totals.complexity.by_op["aten.addmm"] == box_head
+    added = dgmn.complexity.by_op["aten.convolution"] - base.complexity.by_op["aten.convolution"]
+    # the modules' walk predictors (plain convs) at res4 (6×8) and res5 (3×4), 4 rates each
+    walk_convs = 4 * 9 * 18 * (64 * 6 * 8 + 128 * 3 * 4)
+    assert added == walk_convs
 
 
 @pytest.mark.slow
