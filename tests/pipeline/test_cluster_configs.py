@@ -13,9 +13,12 @@ asserted so that an upgrade revisits this file.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import runpy
+import shlex
 import socket
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -95,10 +98,50 @@ def test_ray_starts_from_the_project_venv_with_token_auth(name):
     assert config["file_mounts"]["~/ray_auth_token"] == "~/.ray/auth_token"
     head, worker = config["head_start_ray_commands"], config["worker_start_ray_commands"]
     assert any("source ~/dgmn-env.sh" in c and "ray start --head" in c for c in head)
-    assert any("--dashboard-host=0.0.0.0" in c for c in head)
     assert any("--autoscaling-config=~/ray_bootstrap_config.yaml" in c for c in head)
     assert any("source ~/dgmn-env.sh" in c and "--address=$RAY_HEAD_IP:6379" in c
                for c in worker)
+
+
+#: The head's dashboard address: the node IP Ray itself picks (the private / LAN address).
+DASHBOARD_HOST = ("--dashboard-host=\"$(python -c "
+                  "'import ray.util; print(ray.util.get_node_ip_address())')\"")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_nothing_binds_every_interface_and_the_dashboard_binds_the_private_address(name):
+    text = (CLUSTER / name).read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "0.0.0.0" not in body and "::/0" not in body
+    head = " ".join(_validated(_load(name))["head_start_ray_commands"])
+    assert DASHBOARD_HOST in head
+
+
+def test_the_dashboard_host_command_prints_this_machines_node_address():
+    """The shell substitution of the head start command, run with the pinned Ray: one address,
+    not a wildcard (in a subprocess: this module blocks sockets). It is the address of the
+    interface that routes outwards; only a machine without any route gets loopback."""
+    command = DASHBOARD_HOST.split("=", 1)[1].replace("python", shlex.quote(sys.executable), 1)
+    result = subprocess.run(["bash", "-c", f"echo {command}"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    address = ipaddress.ip_address(result.stdout.strip())
+    assert not address.is_unspecified
+
+
+def test_aws_nodes_use_one_predefined_security_group():
+    """Ray's AWS bootstrap creates a security group (SSH open to 0.0.0.0/0) for every node type
+    whose node_config has no SecurityGroupIds; with the project's group on every type it creates
+    none. How to create that group (SSH from the user's CIDR only) is in docs/cluster.md."""
+    config = _validated(_load("aws-gpu.yaml"))
+    groups = {name: node["node_config"].get("SecurityGroupIds")
+              for name, node in config["available_node_types"].items()}
+    assert set(map(tuple, groups.values())) == {("sg-REPLACE-ME",)}, groups
+    assert "security_group" not in config["provider"]  # rules Ray would add to a group it made
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    for step in ("aws ec2 create-security-group", "authorize-security-group-ingress",
+                 '--port 22 --cidr "$ADMIN_CIDR"', '--protocol -1 --source-group "$SG"'):
+        assert step in docs, step
 
 
 def test_aws_gpu_workers_declare_gpus_and_fit_the_paper_scaling():
