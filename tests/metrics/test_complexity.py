@@ -1,8 +1,7 @@
-"""Params/MACs counting: exact counts on small layers, the paper's Table 1 DGMN rows."""
+"""Params/MACs counting: exact counts on small layers, the paper's Table 1 DGMN rows and the
+construction behind its DA+DW+DS figures."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -11,9 +10,9 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from dgmn.metrics import count_complexity
-from dgmn.metrics.flops_table import main as flops_table_main
-from dgmn.metrics.flops_table import table1_rows
+from dgmn.nn import build_context_module
 from dgmn.nn.dgmn import DGMN
+from dgmn.paper import paper_rows
 
 
 def test_conv_macs_are_exact():
@@ -67,19 +66,15 @@ def test_paper_convention_is_conv_weights_times_positions_for_full_dgmn():
     assert counts.full_macs == counts.paper_macs + 4 * sampled * 2 + sampled
 
 
-def test_table1_cli_prints_every_row_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "table1.json"
-    assert flops_table_main(["--channels", "64", "--size", "13", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    rows = json.loads(out.read_text())
-    assert [r["model"] for r in rows] == ["deformable", "aspp", "nonlocal", "dgmn_da",
-                                          "dgmn_da_dw", "dgmn_da_dw_ds"]
-    for row in rows:
-        assert f"| {row['model']} |" in printed
-        assert row["params_m"] > 0 and row["paper_gmacs"] > 0
-    assert rows[3]["paper_params_m"] == 0.57  # the paper's figures sit beside ours
-
-
-def test_unknown_table1_model_is_named():
-    with pytest.raises(ValueError, match="'fcn'"):
-        table1_rows(models=["fcn"])
+def test_table1_full_dgmn_against_the_construction_that_gives_the_papers_row():
+    """docs/model.md: ours is 2·C² (W_in, W_out) + per rate a 3×3 walk conv (2K = 18 outputs)
+    and a 3×3 filter/affinity predictor (G·K + K = 45); the paper's 2.61M / 24.55G is exactly a
+    1×1 (S+1)·C → C fuse of the input and the S messages plus one 3×3 C → 45 conv per rate."""
+    module = build_context_module("dgmn_da_dw_ds", 512)
+    weights = sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
+    c, rates = 512, 5
+    assert weights == 2 * c * c + rates * 9 * c * (18 + 45) == 1_975_808
+    paper = (rates + 1) * c * c + rates * 9 * c * 45
+    row = paper_rows("table1_cityscapes_val_ablation")[-1]
+    assert round(paper / 1e6, 2) == row["params_m"]
+    assert round(paper * 97 * 97 / 1e9, 2) == row["flops_g"]
