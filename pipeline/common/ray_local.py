@@ -46,7 +46,7 @@ LOOPBACK = "127.0.0.1"
 SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 TOKEN_FILE = "auth_token"
 
-__all__ = ["LOOPBACK", "init_local", "start", "stop"]
+__all__ = ["LOOPBACK", "init_local", "instance_pids", "start", "stop"]
 
 
 def _base_env() -> dict[str, str]:
