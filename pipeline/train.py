@@ -5,10 +5,16 @@ Usage::
     python -m pipeline.train experiment=table1/dgmn_da_dw_ds [profile=default] [key=value ...]
 
 Checks the config, the dataset root and that the model builds before any worker starts; then
-trains (resuming an interrupted run of the same config), and writes
-``runs/<profile>/train/<experiment>/``: ``metrics.json`` (final validation), ``history.json`` (loss,
-LR and validation curves), ``config.json``, ``model.pt`` (weights) and ``curves.png``, all
+trains, and writes ``runs/<profile>/train/<experiment>/``: ``metrics.json`` (final validation,
+and the ``run_key`` and ``run_identity`` it came from), ``history.json`` (loss, LR and validation
+curves), ``config.json`` (credentials redacted), ``model.pt`` (weights) and ``curves.png``, all
 atomically (built in a temporary directory, then renamed).
+
+The run is identified by the config, the dataset manifest digest and the code digest
+(:mod:`pipeline.training.identity`): an interrupted run with all three unchanged resumes, a
+finished one is reused, and a change in any of them starts a new run (the log says which
+changed). One process at a time trains a run: a second training of the same run stops at once
+with an error naming the process that holds it (:mod:`pipeline.common.locks`).
 """
 
 from __future__ import annotations
@@ -20,29 +26,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ray.train import WorkerGroupError
 
 from dgmn.metrics import count_complexity
 from pipeline.common.errors import StageError, hydra_overrides, run_stage
 from pipeline.common.fs import atomic_directory
+from pipeline.common.locks import exclusive
+from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
-from pipeline.training.state import History
+from pipeline.training.identity import RunIdentity, run_identity
+from pipeline.training.state import STATE_FILE, CheckpointRefusedError, History, read_state
 from pipeline.training.tasks import build_task, example_input
-from pipeline.training.trainer import ensure_ray, make_trainer, run_key
+from pipeline.training.trainer import ensure_ray, make_trainer, storage_dir
+
+#: The lock file inside a run directory held by the one process training that run.
+RUN_LOCK = "dgmn-run.lock"
 
 
 def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
     return project_root / cfg.paths.runs / cfg.profile / "train" / cfg.trained_as
-
-
-def manifest_hash(cfg: PipelineConfig, project_root: Path) -> str:
-    """The content digest of the preprocessed dataset (its manifest's ``digest``)."""
-    manifest = project_root / cfg.paths.processed / cfg.data.name / "manifest.json"
-    try:
-        return str(json.loads(manifest.read_text())["digest"])
-    except (OSError, ValueError, KeyError):
-        return "unknown"
 
 
 def preflight(cfg: PipelineConfig, project_root: Path) -> dict[str, float]:
@@ -82,7 +86,7 @@ def plot_curves(history: History, metric: str, path: Path) -> None:
 def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric: str,
                   extra: dict[str, Any]) -> dict[str, Any]:
     """Fill ``directory`` from the final checkpoint; returns the final metrics."""
-    state = torch.load(state_dir / "state.pt", map_location="cpu", weights_only=False)
+    state = read_state(state_dir / STATE_FILE)
     history = History(**state["history"])
     final = {k: v for k, v in state["metrics"].items() if k != "confusion"}
     final.update(metric=metric, worker_nodes=history.worker_nodes, **extra)
@@ -91,7 +95,7 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
         {"train": history.train,
          "val": [{k: v for k, v in r.items() if k != "confusion"} for r in history.val]},
         indent=2) + "\n")
-    (directory / "config.json").write_text(json.dumps(as_dict(cfg), indent=2) + "\n")
+    (directory / "config.json").write_text(json.dumps(redact(as_dict(cfg)), indent=2) + "\n")
     if "confusion" in state["metrics"]:
         (directory / "confusion.json").write_text(json.dumps(state["metrics"]["confusion"]))
     torch.save(state["model"], directory / "model.pt")
@@ -99,39 +103,65 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
     return final
 
 
+def run_lock(cfg: PipelineConfig, project_root: Path, identity: RunIdentity) -> Path:
+    """The lock file of ``identity``'s run directory."""
+    return storage_dir(cfg, project_root) / identity.key / RUN_LOCK
+
+
+def _refused_checkpoint(exc: Exception) -> CheckpointRefusedError | None:
+    """The :class:`CheckpointRefusedError` a worker raised, if that is why training failed
+    (Ray Train hands the workers' own exceptions over in ``worker_failures``)."""
+    failures = exc.worker_failures.values() if isinstance(exc, WorkerGroupError) else ()
+    return next((f for f in failures if isinstance(f, CheckpointRefusedError)), None)
+
+
 def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
           parent_run_id: str | None = None, fault: dict[str, Any] | None = None,
           ) -> dict[str, Any]:
     """Train ``cfg`` end to end and write its outputs; returns the final metrics."""
     complexity = preflight(cfg, project_root)
-    key = run_key(cfg)
+    identity = run_identity(cfg, project_root)
+    with exclusive(run_lock(cfg, project_root, identity),
+                   f"another training of {cfg.run_name} is using run {identity.key}; "
+                   "wait for it to finish or stop that process"):
+        return _train_locked(cfg, project_root, identity, complexity, parent_run_id, fault)
+
+
+def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity,
+                  complexity: dict[str, float], parent_run_id: str | None,
+                  fault: dict[str, Any] | None) -> dict[str, Any]:
+    key = identity.key
     tracker: Tracker | None = None
     if cfg.tracking.enabled:
         tracker = open_run(
             tracking_uri(cfg, project_root), cfg.tracking.experiment, cfg.run_name, key,
             params=as_dict(cfg),
-            tags={"git_commit": git_commit(project_root),
-                  "dataset_manifest": manifest_hash(cfg, project_root),
+            tags={"git_commit": git_commit(project_root), "dataset_manifest": identity.data,
+                  "code_digest": identity.code, "config_digest": identity.config,
                   "experiment": cfg.experiment.name, "table": cfg.experiment.table,
                   "profile": cfg.profile},
             parent_run_id=parent_run_id,
             artifact_location=artifact_location(cfg, project_root))
         tracker.log_metrics(complexity, step=0)
     ensure_ray(cfg)
-    trainer = make_trainer(cfg, project_root, name=key, fault=fault,
+    trainer = make_trainer(cfg, project_root, identity=identity, fault=fault,
                            tracking={"uri": tracker.uri, "run_id": tracker.run_id}
                            if tracker else None)
     try:
         result = trainer.fit()
-    except Exception:
+    except Exception as exc:
         if tracker:
             tracker.finish("FAILED")
+        refused = _refused_checkpoint(exc)
+        if refused is not None:
+            raise refused from None
         raise
     metric = build_task(cfg, project_root).metric
     out = output_dir(cfg, project_root)
     with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
         final = write_outputs(cfg, tmp, Path(state_dir), metric,
-                              {**complexity, "run_key": key})
+                              {**complexity, "run_key": key,
+                               "run_identity": identity.components()})
     if tracker:
         for name in ("metrics.json", "history.json", "config.json", "curves.png", "model.pt"):
             tracker.log_artifact(out / name)

@@ -96,7 +96,7 @@ def run_trial(config: dict[str, Any]) -> None:
     tracker: Tracker | None = None
     if config.get("parent"):
         tracker = open_run(config["parent"]["uri"], cfg.tracking.experiment, cfg.run_name,
-                           run_key(cfg), params=as_dict(cfg),
+                           run_key(cfg, project_root), params=as_dict(cfg),
                            tags={"git_commit": config["parent"]["commit"],
                                  "experiment": cfg.experiment.name, "profile": cfg.profile,
                                  "rates": str(config["rates"]),
@@ -131,7 +131,8 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
     if cfg.tracking.enabled:
         uri = tracking_uri(cfg, project_root)
         sweep_tracker = open_run(uri, cfg.tracking.experiment, f"tune-{base.run_name}",
-                                 f"tune-{run_key(base)}", params={"tune": as_dict(cfg)["tune"]},
+                                 f"tune-{run_key(base, project_root)}",
+                                 params={"tune": as_dict(cfg)["tune"]},
                                  tags={"git_commit": git_commit(project_root),
                                        "profile": cfg.profile, "stage": "tune"},
                                  artifact_location=artifact_location(cfg, project_root))
@@ -151,7 +152,7 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
         tune_config=tune.TuneConfig(metric="metric", mode=settings.mode, scheduler=scheduler,
                                     num_samples=settings.num_samples,
                                     max_concurrent_trials=settings.max_concurrent_trials),
-        run_config=tune.RunConfig(name=f"tune-{run_key(base)}",
+        run_config=tune.RunConfig(name=f"tune-{run_key(base, project_root)}",
                                   storage_path=str((project_root / cfg.paths.ray_storage)
                                                    .resolve())),
     )

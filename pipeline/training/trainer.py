@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,17 +13,21 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from pipeline.common.ray_local import init_local
 from pipeline.config.compose import as_dict
 from pipeline.config.schema import PipelineConfig
+from pipeline.training.identity import (
+    RunIdentity,
+    describe_run,
+    record_identity,
+    run_identity,
+    run_key,
+)
 from pipeline.training.loop import train_loop_per_worker
 
+__all__ = ["ensure_ray", "make_trainer", "run_key", "storage_dir"]
 
-def run_key(cfg: PipelineConfig) -> str:
-    """Stable name of a training run: experiment, profile and a hash of everything that shapes
-    the result. Same config → same key → an interrupted run resumes; a changed config (say φ)
-    starts afresh."""
-    shaping = {k: v for k, v in as_dict(cfg).items()
-               if k not in ("tracking", "tune", "paths", "experiment")}
-    digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{cfg.run_name}-{digest}"
+
+def storage_dir(cfg: PipelineConfig, project_root: Path) -> Path:
+    """Where Ray Train keeps the run directories (``paths.ray_storage``), absolute."""
+    return (project_root / cfg.paths.ray_storage).resolve()
 
 
 def ensure_ray(cfg: PipelineConfig) -> None:
@@ -46,18 +48,23 @@ def ensure_ray(cfg: PipelineConfig) -> None:
 
 
 def make_trainer(cfg: PipelineConfig, project_root: Path, *,
-                 tracking: dict[str, str] | None = None, name: str | None = None,
+                 tracking: dict[str, str] | None = None, identity: RunIdentity | None = None,
                  storage_path: Path | None = None, callbacks: list[Any] | None = None,
                  fault: dict[str, Any] | None = None) -> TorchTrainer:
     """The ``TorchTrainer`` of ``cfg``: workers and resources from ``scaling``, DDP backend by
-    device (NCCL on GPU, gloo on CPU), checkpoints under ``paths.ray_storage`` keyed by the run
-    name, ``FailureConfig(max_failures)``."""
+    device (NCCL on GPU, gloo on CPU), checkpoints under ``paths.ray_storage`` in a run
+    directory named by the run key of ``identity`` (default: :func:`run_identity` of ``cfg``),
+    ``FailureConfig(max_failures)``. Logs whether that run is new (and what changed since the
+    experiment's previous run) or resumed, and records the identity in the run directory."""
+    identity = identity or run_identity(cfg, project_root)
     scaling = cfg.scaling
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker or 1
-    storage = storage_path or (project_root / cfg.paths.ray_storage)
-    storage.mkdir(parents=True, exist_ok=True)
+    storage = storage_path.resolve() if storage_path else storage_dir(cfg, project_root)
+    print(f"[{cfg.run_name}] {describe_run(storage, identity, cfg)}", flush=True)
+    (storage / identity.key).mkdir(parents=True, exist_ok=True)
+    record_identity(storage / identity.key, identity, cfg)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": as_dict(cfg), "project_root": str(project_root),
@@ -66,8 +73,8 @@ def make_trainer(cfg: PipelineConfig, project_root: Path, *,
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
-            name=name or run_key(cfg),
-            storage_path=str(storage.resolve()),
+            name=identity.key,
+            storage_path=str(storage),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,

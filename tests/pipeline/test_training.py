@@ -4,14 +4,23 @@ two-node Ray cluster on loopback addresses, a Tune sweep. Slow: they start Ray."
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from mlflow import MlflowClient
+from PIL import Image
 
+from pipeline.common.manifest import MANIFEST, write_manifest
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.evaluate import evaluate
@@ -20,11 +29,21 @@ from pipeline.fetch import run as fetch
 from pipeline.preprocess import PreprocessConfig
 from pipeline.preprocess import run as preprocess
 from pipeline.synthetic.cityscapes import SyntheticCityscapesConfig
-from pipeline.train import train
+from pipeline.train import run_lock, train
+from pipeline.training import identity as identity_module
+from pipeline.training.identity import code_digest, run_identity
+from pipeline.training.state import STATE_FILE, CheckpointRefusedError
 from pipeline.tune import sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 EXPERIMENT = "experiment=table1/dgmn_da_dw_ds"
+
+
+def _overrides(root: Path) -> list[str]:
+    """Every output (runs, Ray storage, MLflow store) of a training into ``root``."""
+    return [f"paths.processed={root / 'processed'}", f"paths.runs={root / 'runs'}",
+            f"paths.ray_storage={root / 'ray'}",
+            f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "profile=smoke"]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +57,26 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict:
     preprocess(PreprocessConfig(dataset="synthetic_cityscapes", raw_root=raw,
                                 out_root=root / "processed" / "cityscapes",
                                 progress=False))
-    overrides = [f"paths.processed={root / 'processed'}", f"paths.runs={root / 'runs'}",
-                 f"paths.ray_storage={root / 'ray'}",
-                 f"tracking.uri=sqlite:///{root / 'mlflow.db'}", "profile=smoke"]
-    return {"root": root, "overrides": overrides, "uri": f"sqlite:///{root / 'mlflow.db'}"}
+    return {"root": root, "overrides": _overrides(root), "uri": f"sqlite:///{root / 'mlflow.db'}"}
+
+
+@pytest.fixture
+def own_project(project: dict, tmp_path: Path) -> dict:
+    """A copy of the module's dataset with its own runs, Ray storage and MLflow store, for a
+    test that changes the data or the checkpoints."""
+    root = tmp_path / "project"
+    shutil.copytree(project["root"] / "processed", root / "processed")
+    return {"root": root, "overrides": _overrides(root), "uri": f"sqlite:///{root / 'mlflow.db'}",
+            "out": root / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"}
+
+
+@pytest.fixture
+def frozen_code(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The code digest as it is now, whatever is edited while the test runs (a test that trains
+    twice and expects the same run; test_run_identity covers what changes the digest)."""
+    frozen = code_digest()
+    monkeypatch.setattr(identity_module, "code_digest", lambda root=PROJECT_ROOT: frozen)
+    return frozen
 
 
 @pytest.fixture
@@ -50,7 +85,7 @@ def local_ray():
     ray.shutdown()
 
 
-def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
+def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray, frozen_code):
     cfg = load_config([EXPERIMENT, *project["overrides"]])
     final = train(cfg)
     out = project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"
@@ -60,6 +95,11 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == json.loads(json.dumps(final))
     assert 0.0 <= metrics["miou"] <= 100.0 and metrics["iteration"] == cfg.schedule.iterations
+    manifest = json.loads((project["root"] / "processed" / "cityscapes" / MANIFEST).read_text())
+    identity = run_identity(cfg, PROJECT_ROOT)
+    assert metrics["run_key"] == identity.key
+    assert metrics["run_identity"] == {"config": identity.config, "data": manifest["digest"],
+                                       "code": frozen_code}
     history = json.loads((out / "history.json").read_text())
     assert [r["iteration"] for r in history["train"]] == [1, 2, 3, 4]
     assert [r["iteration"] for r in history["val"]] == [2, 4]
@@ -74,7 +114,8 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray):
     assert run.data.params["model.context_kwargs.rates"] == "[1, 6, 12, 24, 36]"
     assert run.data.params["schedule.lr"] == "0.01"
     assert len(run.data.tags["git_commit"]) >= 40
-    assert len(run.data.tags["dataset_manifest"]) == 64
+    assert run.data.tags["dataset_manifest"] == manifest["digest"]
+    assert run.data.tags["code_digest"] == metrics["run_identity"]["code"]
     assert run.data.metrics["val_miou"] == pytest.approx(metrics["miou"])
     assert run.data.metrics["params"] == metrics["params"] > 0  # params and MACs logged
     assert run.data.metrics["gmacs_full"] >= run.data.metrics["gmacs_paper"] > 0
@@ -175,3 +216,177 @@ def test_missing_dataset_root_stops_before_ray_with_one_clear_error(tmp_path):
     assert result.returncode == 2
     assert "nowhere/cityscapes: dataset root not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _change_one_training_image(dataset: Path) -> tuple[str, str]:
+    """Invert the top rows of one processed training image and rewrite the manifest, as a
+    changed dataset would; returns the manifest digest (before, after)."""
+    manifest = json.loads((dataset / MANIFEST).read_text())
+    image = sorted(dataset.glob("leftImg8bit/train/*/*.png"))[0]
+    pixels = np.array(Image.open(image))
+    pixels[:16] = 255 - pixels[:16]
+    Image.fromarray(pixels).save(image)
+    body = {k: v for k, v in manifest.items()
+            if k not in ("schema", "files", "num_files", "total_bytes", "digest")}
+    return manifest["digest"], write_manifest(dataset, body, progress=False)["digest"]
+
+
+def test_a_finished_run_is_reused_only_while_config_data_and_code_match(own_project, local_ray,
+                                                                        frozen_code, capsys):
+    cfg = load_config([EXPERIMENT, *own_project["overrides"], "tracking.enabled=false"])
+    first = train(cfg)
+    assert "new (no earlier run of table1-dgmn_da_dw_ds-smoke" in capsys.readouterr().out
+    history = (own_project["out"] / "history.json").read_text()
+
+    again = train(cfg)  # same config, data and code: the finished run is reused
+    assert (f"run {first['run_key']}: config, data and code match its record; resuming it"
+            in capsys.readouterr().out)
+    assert again == first and (own_project["out"] / "history.json").read_text() == history
+
+    before, after = _change_one_training_image(own_project["root"] / "processed" / "cityscapes")
+    changed = train(cfg)
+    log = capsys.readouterr().out
+    assert (f"new, not reusing run {first['run_key']}: data changed (manifest digest "
+            f"{before[:12]} -> {after[:12]})") in log
+    assert "resuming" not in log
+    assert changed["run_key"] != first["run_key"]
+    assert changed["run_identity"] == {**first["run_identity"], "data": after}
+    storage = own_project["root"] / "ray"
+    assert {p.name for p in storage.iterdir()} >= {first["run_key"], changed["run_key"]}
+    written = json.loads((own_project["out"] / "metrics.json").read_text())
+    assert written["run_identity"]["data"] == after  # the outputs come from the new run
+
+
+def test_a_malicious_checkpoint_in_the_run_storage_is_refused(own_project, local_ray,
+                                                              frozen_code):
+    """Someone with write access to the shared Ray storage swaps the latest checkpoint for a
+    pickle that runs code: resuming stops with one error, the code never runs."""
+    overrides = [EXPERIMENT, *own_project["overrides"], "tracking.enabled=false",
+                 "schedule.iterations=2", "scaling.max_failures=0"]
+    cfg = load_config(overrides)
+    train(cfg)
+    marker = own_project["root"] / "marker"
+    run_dir = own_project["root"] / "ray" / run_identity(cfg, PROJECT_ROOT).key
+    for state in run_dir.glob(f"checkpoint_*/{STATE_FILE}"):
+        payload = f"open({str(marker)!r}, 'w').write('code ran')"
+        state.write_bytes(_pickle_calling(exec, payload))
+    with pytest.raises(CheckpointRefusedError, match="refused to load this checkpoint"):
+        train(cfg)
+    assert not marker.exists()
+
+
+def _pickle_calling(function: object, argument: str) -> bytes:
+    """A ``torch.save`` file whose unpickling calls ``function(argument)``."""
+    import io
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (function, (argument,))
+
+    buffer = io.BytesIO()
+    torch.save({"iteration": 2, "model": Payload()}, buffer)
+    return buffer.getvalue()
+
+
+HOLD_LOCK = """
+import sys, time
+from pipeline.common.locks import exclusive
+with exclusive(sys.argv[1], "held by the test"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_training_of_the_same_run_fails_at_once_naming_the_holder(own_project):
+    """While a process holds the run (here a stand-in holding its lock), ``pipeline.train`` of
+    the same experiment exits 2 with one line naming it, before touching MLflow or Ray."""
+    overrides = [EXPERIMENT, *own_project["overrides"]]
+    lock = run_lock(load_config(overrides), PROJECT_ROOT,
+                    run_identity(load_config(overrides), PROJECT_ROOT))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = subprocess.run([sys.executable, "-m", "pipeline.train", *overrides],
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith(f"error: {lock}: locked by pid {holder.pid} on "
+                                    f"{socket.gethostname()} since 20")
+    assert "another training of table1-dgmn_da_dw_ds-smoke is using run" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (own_project["root"] / "mlflow.db").exists()  # stopped before MLflow
+    assert [p.name for p in lock.parent.iterdir()] == [lock.name]  # and before Ray
+
+
+SECRET = "Pa55-w0rd-in-uri"
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """``mlflow server`` on 127.0.0.1 (own store and artifact folder), stopped by PID."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path / "server"
+    folder.mkdir()
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    with (folder / "log").open("w") as log:
+        server = subprocess.Popen(
+            [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, (folder / "log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        yield {"port": port, "folder": folder}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and its workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+def test_credentials_in_the_tracking_uri_reach_no_output(own_project, mlflow_server):
+    """``tracking.uri=http://user:password@host``: MLflow connects with it, yet no output file,
+    MLflow param or tag, or line of the training's stdout/stderr holds the password."""
+    port = mlflow_server["port"]
+    overrides = [o for o in own_project["overrides"] if not o.startswith("tracking.uri=")]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", EXPERIMENT, *overrides,
+         f"tracking.uri=http://dgmn:{SECRET}@127.0.0.1:{port}", "schedule.iterations=2"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert SECRET not in result.stdout + result.stderr
+
+    leaks = [path for folder in (own_project["root"], mlflow_server["folder"] / "artifacts")
+             for path in folder.rglob("*") if path.is_file() and SECRET.encode() in
+             path.read_bytes()]
+    assert leaks == []
+    config = json.loads((own_project["out"] / "config.json").read_text())
+    assert config["tracking"]["uri"] == f"http://***@127.0.0.1:{port}"
+    assert "run_identity" in json.loads((own_project["out"] / "metrics.json").read_text())
+
+    client = MlflowClient(f"http://127.0.0.1:{port}")
+    runs = client.search_runs([client.get_experiment_by_name("dgmn").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # it did connect and log
+    data = runs[0].data
+    assert data.params["tracking.uri"] == f"http://***@127.0.0.1:{port}"
+    assert SECRET not in json.dumps([data.params, data.tags])
+    assert {"metrics.json", "config.json"} <= {a.path for a in
+                                               client.list_artifacts(runs[0].info.run_id)}
