@@ -7,21 +7,26 @@ resumes after an interruption keeps logging into its unfinished run.
 
 Params and tags are redacted (:mod:`pipeline.common.redact`) before they reach MLflow: a
 ``tracking.uri`` of ``https://user:pass@host`` is logged as ``https://***@host``, while the client
-connects with the real one. Processes that open a fresh SQLite store at the same moment wait
-for the one creating its tables (:func:`ensure_store`).
+connects with the real one; what MLflow prints (its run links) and its errors, which name the
+URI, are redacted too (:func:`redacted_client_output`). Processes that open a fresh SQLite store
+at the same moment wait for the one creating its tables (:func:`ensure_store`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.common.errors import StageError
 from pipeline.common.locks import exclusive
-from pipeline.common.redact import redact
+from pipeline.common.redact import redact, redact_text
 from pipeline.config.schema import PipelineConfig
 
 RUN_KEY_TAG = "dgmn.run_key"
@@ -43,6 +48,24 @@ def artifact_location(cfg: PipelineConfig, project_root: Path) -> str | None:
     if cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"):
         return None
     return (project_root / "mlruns").resolve().as_uri()
+
+
+@contextlib.contextmanager
+def redacted_client_output(uri: str) -> Iterator[None]:
+    """Around MLflow client calls on ``uri``: what they print (``View run … at <uri>``) is
+    passed on with credentials masked, and a failure becomes a :class:`StageError` naming the
+    store by its redacted URI (MLflow's messages quote the URI as given)."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    except StageError:
+        raise
+    except Exception as exc:
+        raise StageError(f"MLflow store {redact_text(uri)}: {type(exc).__name__}: "
+                         f"{redact_text(str(exc))}") from None
+    finally:
+        sys.stdout.write(redact_text(printed.getvalue()))
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -108,19 +131,23 @@ class Tracker:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self._client().log_batch(self.run_id, metrics=[
-                Metric(key, value, now, step) for key, value in values.items()])
+            with redacted_client_output(self.uri):
+                self._client().log_batch(self.run_id, metrics=[
+                    Metric(key, value, now, step) for key, value in values.items()])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self._client().log_artifact(self.run_id, str(path), artifact_path)
+        with redacted_client_output(self.uri):
+            self._client().log_artifact(self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        client = self._client()
-        for key, value in tags.items():
-            client.set_tag(self.run_id, key, value)
+        with redacted_client_output(self.uri):
+            client = self._client()
+            for key, value in redact(dict(tags)).items():
+                client.set_tag(self.run_id, key, value)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self._client().set_terminated(self.run_id, status)
+        with redacted_client_output(self.uri):
+            self._client().set_terminated(self.run_id, status)
 
 
 def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
@@ -148,29 +175,30 @@ def open_run(uri: str, experiment: str, run_name: str, run_key: str,
     ``artifact_location`` is used when the experiment is created (absolute, so artifacts land
     in one place whichever directory a Ray worker runs in). Params and tags are redacted."""
     from mlflow import MlflowClient
+    from mlflow.entities import Param
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-    ensure_store(uri)
-    client = MlflowClient(uri)
-    experiment_id = _experiment_id(client, experiment, artifact_location)
-    existing = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' "
-                                       "and attributes.status != 'FINISHED'",
-        max_results=1)
     all_tags = {RUN_KEY_TAG: run_key, MLFLOW_RUN_NAME: run_name, **redact(dict(tags))}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    if existing:
-        run_id = existing[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-    else:
-        run_id = client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
-        flat = {k: str(v)[:6000] for k, v in flatten("", redact(dict(params))).items()}
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in flat.items()]
-        for start in range(0, len(items), 100):
-            client.log_batch(run_id, params=items[start:start + 100])
+    with redacted_client_output(uri):
+        ensure_store(uri)
+        client = MlflowClient(uri)
+        experiment_id = _experiment_id(client, experiment, artifact_location)
+        existing = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' "
+                                           "and attributes.status != 'FINISHED'",
+            max_results=1)
+        if existing:
+            run_id = existing[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = client.create_run(experiment_id, tags=all_tags,
+                                       run_name=run_name).info.run_id
+            flat = {k: str(v)[:6000] for k, v in flatten("", redact(dict(params))).items()}
+            items = [Param(k, v) for k, v in flat.items()]
+            for start in range(0, len(items), 100):
+                client.log_batch(run_id, params=items[start:start + 100])
     tracker = Tracker(uri, run_id)
     tracker.set_tags(all_tags)
     return tracker

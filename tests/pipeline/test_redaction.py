@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from mlflow import MlflowClient
 
+from pipeline.common.errors import StageError
 from pipeline.common.redact import MASK, redact, redact_text
 from pipeline.tracking import open_run
 
@@ -55,3 +58,18 @@ def test_open_run_logs_params_and_tags_without_credentials(tmp_path):
     assert run.data.params["schedule.lr"] == "0.01"
     assert run.data.tags["source"] == "https://***@git.example.org/dgmn.git"
     assert SECRET not in repr(run.data.params) + repr(run.data.tags)
+
+
+def test_an_unreachable_tracking_server_is_one_error_without_its_credentials(monkeypatch,
+                                                                              capsys):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StageError) as failed:
+        open_run(f"http://dgmn:{SECRET}@127.0.0.1:{port}", "dgmn", "run", "key-1", params={},
+                 tags={})
+    assert str(failed.value).startswith(f"MLflow store http://***@127.0.0.1:{port}: ")
+    printed = capsys.readouterr()
+    assert SECRET not in str(failed.value) + printed.out + printed.err
