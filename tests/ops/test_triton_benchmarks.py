@@ -1,5 +1,6 @@
-"""The benchmark scripts on a CPU: the GPU benchmark's dry run, its no-CUDA exit, and the
-offline sm_90 compilation of the fused kernels (registers, spills, instruction mix)."""
+"""The benchmark scripts on a CPU: the GPU benchmark's dry run, its failing-row handling and
+report writing, its no-CUDA exit, and the offline sm_90 compilation of the fused kernels
+(registers, spills, instruction mix)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,46 @@ def test_dry_run_exercises_every_section(tmp_path):
     assert not errors
     assert rows[("op", "dgmn_fused")]["fwd_bwd_ms"] > 0
     assert rows[("train_step", "fcn_resnet_tiny_d8")]["extra"]["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("flag", [True, False], ids=["traceback", "one-line"])
+def test_a_failing_row_is_recorded_and_traceback_follows_the_flag(tmp_path, monkeypatch,
+                                                                   capsys, flag):
+    """Op rows come from ``OP_CASES``; a row that raises keeps its error in the JSON, the run
+    goes on, and ``--traceback`` passed to ``main`` (not only on the command line) prints
+    the traceback."""
+    bench = load_script("bench_gpu")
+    from benchmarks.gpu import op
+
+    def broken(inputs, s):
+        raise RuntimeError("boom in the broken case")
+
+    monkeypatch.setattr(op, "OP_CASES", (op.OpCase("broken", broken),))
+    monkeypatch.setattr(bench, "baseline_rows", lambda s, height, width: [])
+    out = tmp_path / "r.json"
+    argv = ["--dry-run", "--skip", "correctness", "models", "sweep", "--out", str(out)]
+    assert bench.main(argv + (["--traceback"] if flag else [])) == 0
+    report = json.loads(out.read_text())
+    assert [(r["name"], r["error"]) for r in report["rows"]] == [
+        ("broken", "RuntimeError: boom in the broken case")]
+    assert "tracebacks" not in report["settings"] and report["settings"]["device"] == "cpu"
+    captured = capsys.readouterr()
+    assert "! broken 5x6: RuntimeError: boom" in captured.out
+    assert ("Traceback (most recent call last)" in captured.err) == flag
+
+
+def test_report_write_failure_leaves_no_temporary_file(tmp_path):
+    load_script("bench_gpu")
+    from benchmarks.gpu.common import write_report
+
+    target = tmp_path / "report.json"
+    target.mkdir()  # a directory where the JSON should go: the rename fails
+    with pytest.raises(OSError):
+        write_report({"rows": []}, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    write_report({"rows": [1]}, tmp_path / "ok.json")
+    assert json.loads((tmp_path / "ok.json").read_text()) == {"rows": [1]}
+    assert not (tmp_path / "ok.json.tmp").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the exit without CUDA")
