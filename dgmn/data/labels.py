@@ -58,6 +58,30 @@ def train_id_names() -> tuple[str, ...]:
     return tuple(names[i] for i in range(NUM_CLASSES))
 
 
+@functools.cache
+def train_id_to_label_id() -> np.ndarray:
+    """``(256,) uint8`` lookup trainId → labelId (the official result files hold labelIds);
+    entries past trainId 18 stay 0 (``unlabeled``)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for label in _labels():
+        if 0 <= label.trainId < NUM_CLASSES and not label.ignoreInEval:
+            lut[label.trainId] = label.id
+    lut.flags.writeable = False
+    return lut
+
+
+@functools.cache
+def train_id_colors() -> np.ndarray:
+    """``(19, 3) uint8`` RGB colours of trainIds 0..18 (the Cityscapes palette)."""
+    colors: dict[int, tuple[int, int, int]] = {}
+    for label in _labels():
+        if 0 <= label.trainId < NUM_CLASSES and not label.ignoreInEval:
+            colors.setdefault(label.trainId, tuple(label.color))
+    palette = np.array([colors[i] for i in range(NUM_CLASSES)], dtype=np.uint8)
+    palette.flags.writeable = False
+    return palette
+
+
 def train_id_of(name: str) -> int:
     """trainId of a class name (``255`` for ignored classes such as ``static``)."""
     for label in _labels():

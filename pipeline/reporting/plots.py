@@ -4,13 +4,13 @@ qualitative segmentations (image | ground truth | prediction, Cityscapes colours
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dgmn.data.labels import train_id_colors
 from dgmn.viz import curves_figure, prediction_figure, sampling_figure
 from dgmn.viz.curves import Curve
 from pipeline.reporting.runs import RunLayout, as_number, read_json, read_npz
@@ -20,14 +20,6 @@ from pipeline.reporting.tables import RowResult
 DPI = 100
 WALK_ARRAYS = ("image", "stride", "rates", "kernel_size", "receiver", "positions", "uniform")
 QUALITATIVE_ARRAYS = ("images", "labels", "predictions")
-
-
-@functools.cache
-def cityscapes_palette() -> np.ndarray:
-    """``(19, 3) uint8`` colours of trainIds 0..18, from ``cityscapesscripts``."""
-    from cityscapesscripts.helpers.labels import trainId2label
-
-    return np.array([trainId2label[i].color for i in range(19)], dtype=np.uint8)
 
 
 def slug(experiment: str) -> str:
@@ -83,5 +75,5 @@ def write_qualitative(trained_as: str, label: str, layout: RunLayout, path: Path
     """Image | ground truth | prediction rows from ``qualitative.npz`` (Cityscapes colours)."""
     data = read_npz(layout.qualitative(trained_as), QUALITATIVE_ARRAYS)
     fig = prediction_figure(data["images"], data["labels"], data["predictions"],
-                            cityscapes_palette(), title=label)
+                            train_id_colors(), title=label)
     return save(fig, path)
