@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.common.cli import Positional, parse_stage_args
 from pipeline.common.errors import StageError, run_stage
 from pipeline.config import PipelineConfig, load_config
 from pipeline.config.compose import PROJECT_ROOT
@@ -58,15 +59,15 @@ def fetch_config(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Fetc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__)
+    parsed = parse_stage_args(
+        argv, prog="python -m pipeline.dataset", doc=__doc__,
+        positionals=(Positional("stage", ("fetch", "preprocess")),
+                     Positional("data", tuple(EXPERIMENT_OF), "a data config (conf/data/)")),
+        implied=lambda args: [f"experiment={EXPERIMENT_OF[args.data]}"])
+    if parsed is None:
         return
-    if len(args) < 2 or args[0] not in ("fetch", "preprocess") or args[1] not in EXPERIMENT_OF:
-        raise StageError(f"usage: python -m pipeline.dataset fetch|preprocess "
-                         f"{'|'.join(EXPERIMENT_OF)} [overrides]; got {args[:2]}")
-    stage, data, overrides = args[0], args[1], args[2:]
-    cfg = load_config([f"experiment={EXPERIMENT_OF[data]}", *overrides])
+    stage = parsed.args.stage
+    cfg = load_config(parsed.overrides)
     if stage == "fetch":
         root = fetch(fetch_config(cfg))
     else:

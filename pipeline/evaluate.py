@@ -39,7 +39,8 @@ from dgmn.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou,
 from dgmn.models import build_model
 from dgmn.nn.dgmn import DGMN
 from dgmn.viz.walks import sampled_nodes
-from pipeline.common.errors import StageError, hydra_overrides, run_stage
+from pipeline.common.cli import parse_stage_args
+from pipeline.common.errors import StageError, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
@@ -216,9 +217,10 @@ def evaluate(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = hydra_overrides(argv, __doc__)
-    if overrides is None:
+    parsed = parse_stage_args(argv, prog="python -m pipeline.evaluate", doc=__doc__)
+    if parsed is None:
         return
+    overrides = parsed.overrides
     cfg = load_config(overrides)
     metrics = evaluate(cfg)
     key = "miou" if cfg.data.task == "segmentation" else "bbox_AP"

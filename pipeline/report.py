@@ -24,7 +24,6 @@ shows ``missing`` — but a table without any evaluated run is still an error).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dgmn.paper import paper_rows
+from pipeline.common.cli import Flag, parse_stage_args
 from pipeline.common.errors import StageError, run_stage
 from pipeline.common.fs import atomic_directory, atomic_write_json, atomic_write_text
 from pipeline.config import load_config
@@ -200,20 +200,17 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="Hydra overrides, e.g. profile=smoke")
-    parser.add_argument("--tables", help="comma-separated paper tables (default: see above)")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="show rows without metrics.json as missing instead of failing")
-    parser.add_argument("--update-readme", nargs="?", const=str(PROJECT_ROOT / "README.md"),
-                        metavar="README", help="also put the section into README (markers)")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        parser.error(f"expected key=value overrides, got {bad}")
-    cfg = load_config(args.overrides)
+    parsed = parse_stage_args(argv, prog="python -m pipeline.report", doc=__doc__, flags=(
+        Flag(("--tables",), {"help": "comma-separated paper tables (default: report.tables)"}),
+        Flag(("--allow-missing",), {"action": "store_true", "help": "show rows without "
+                                    "metrics.json as missing instead of failing"}),
+        Flag(("--update-readme",), {"nargs": "?", "const": str(PROJECT_ROOT / "README.md"),
+                                    "metavar": "README",
+                                    "help": "also put the section into README (markers)"})))
+    if parsed is None:
+        return
+    args = parsed.args
+    cfg = load_config(parsed.overrides)
     settings = getattr(cfg, "report", None)  # the `report` config group, once it exists
     tables = ([t.strip() for t in args.tables.split(",") if t.strip()] if args.tables
               else getattr(settings, "tables", None))

@@ -29,7 +29,8 @@ import torch
 from ray.train import WorkerGroupError
 
 from dgmn.metrics import count_complexity
-from pipeline.common.errors import StageError, hydra_overrides, run_stage
+from pipeline.common.cli import parse_stage_args
+from pipeline.common.errors import StageError, run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.common.locks import exclusive
 from pipeline.common.redact import redact
@@ -172,9 +173,10 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = hydra_overrides(argv, __doc__)
-    if overrides is None:
+    parsed = parse_stage_args(argv, prog="python -m pipeline.train", doc=__doc__)
+    if parsed is None:
         return
+    overrides = parsed.overrides
     cfg = load_config(overrides)
     final = train(cfg)
     print(json.dumps({"experiment": cfg.experiment.name, final["metric"]:

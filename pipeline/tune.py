@@ -27,7 +27,8 @@ from ray.tune.schedulers import ASHAScheduler
 from dgmn.errors import DgmnError
 from dgmn.metrics import count_complexity
 from dgmn.models import build_model
-from pipeline.common.errors import hydra_overrides, run_stage
+from pipeline.common.cli import parse_stage_args
+from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
@@ -76,7 +77,7 @@ def check_grid(base: PipelineConfig, settings: TuneSettings) -> None:
         model = as_dict(with_rates_and_groups(base, rates, groups))["model"]
         try:
             build_model({**model, "weights": None})
-        except (ValueError, TypeError, DgmnError) as exc:
+        except DgmnError as exc:  # ModelConfigError: what build_model rejects
             raise ConfigError(f"config key {key}={value!r} (tune.base_experiment="
                               f"{base.experiment.name!r}): {exc}") from None
 
@@ -201,9 +202,10 @@ def write_results(rows: Sequence[dict[str, Any]], directory: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = hydra_overrides(argv, __doc__)
-    if overrides is None:
+    parsed = parse_stage_args(argv, prog="python -m pipeline.tune", doc=__doc__)
+    if parsed is None:
         return
+    overrides = parsed.overrides
     rows = sweep(overrides)
     print(results_markdown(rows))
     failed = [r for r in rows if r["error"]]
