@@ -77,7 +77,7 @@ def check_grid(base: PipelineConfig, settings: TuneSettings) -> None:
         model = as_dict(with_rates_and_groups(base, rates, groups))["model"]
         try:
             build_model({**model, "weights": None})
-        except DgmnError as exc:  # ModelConfigError: what build_model rejects
+        except (ValueError, TypeError, DgmnError) as exc:
             raise ConfigError(f"config key {key}={value!r} (tune.base_experiment="
                               f"{base.experiment.name!r}): {exc}") from None
 
