@@ -49,8 +49,8 @@ _NOT_SHAPING_KEYS = {"scaling": ("address", "max_failures", "ray_num_cpus"),
 #: the data stages (their output is in the data digest), evaluate and report are not in it.
 CODE_SOURCES = ("dgmn/*.py", "dgmn/ops/**/*.py", "dgmn/nn/**/*.py", "dgmn/models/**/*.py",
                 "dgmn/data/**/*.py", "dgmn/metrics/**/*.py", "pipeline/train.py",
-                "pipeline/training/**/*.py", "pipeline/config/**/*.py",
-                "pipeline/evaluation/**/*.py")
+                "pipeline/training/**/*.py", "pipeline/tasks/**/*.py",
+                "pipeline/config/**/*.py", "pipeline/evaluation/**/*.py")
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,9 @@ def code_digest(root: Path = PROJECT_ROOT) -> str:
     """sha256 over ``"<sha256 of the bytes>  <relative path>\\n"`` of every :func:`code_files`
     file, in path order: bytes and paths only (no mtimes), so the same sources give the same
     digest on any machine and checkout. Covers the library (``dgmn/`` except ``viz``) and the
-    training code (``pipeline/train.py``, ``training/``, ``config/``, ``evaluation/``): an edit
-    there can change a trained model or its validation metrics. An edit elsewhere (docs,
-    ``pipeline/report.py``, ``dgmn/viz``) does not change it."""
+    training code (``pipeline/train.py``, ``training/``, ``tasks/``, ``config/``,
+    ``evaluation/``): an edit there can change a trained model or its validation metrics. An
+    edit elsewhere (docs, ``pipeline/report.py``, ``dgmn/viz``) does not change it."""
     h = hashlib.sha256()
     for path in code_files(root):
         h.update(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  "
