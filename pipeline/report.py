@@ -36,6 +36,7 @@ from pipeline.common.errors import StageError, run_stage
 from pipeline.common.fs import atomic_directory, atomic_write_json, atomic_write_text
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT
+from pipeline.layout import RUNS, Layout, reports_dir
 from pipeline.reporting import plots
 from pipeline.reporting.experiments import ExperimentRef, experiment_index, row_experiments
 from pipeline.reporting.grid import Grid
@@ -136,8 +137,8 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
     Returns:
         ``out_dir``.
     """
-    runs_dir = Path(runs_dir) if runs_dir is not None else PROJECT_ROOT / "runs"
-    out_dir = Path(out_dir) if out_dir is not None else PROJECT_ROOT / "reports" / profile
+    runs_dir = Path(runs_dir) if runs_dir is not None else PROJECT_ROOT / RUNS
+    out_dir = Path(out_dir) if out_dir is not None else reports_dir(PROJECT_ROOT, profile)
     base = runs_dir.parent
     layout = RunLayout(runs_dir, profile)
     index = experiment_index(profile)
@@ -217,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     readme = Path(args.update_readme) if args.update_readme else None
     if readme is not None:
         split_readme(readme)  # bad markers fail before any work
-    out = run(cfg.profile, tables, PROJECT_ROOT / cfg.paths.runs,
-              PROJECT_ROOT / getattr(cfg.paths, "reports", "reports") / cfg.profile,
+    paths = Layout.of(cfg, PROJECT_ROOT)
+    out = run(cfg.profile, tables, paths.runs_root, paths.reports,
               allow_missing=args.allow_missing or bool(getattr(settings, "allow_missing", False)),
               link_root=readme.resolve().parent if readme else PROJECT_ROOT)
     if readme is not None:

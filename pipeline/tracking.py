@@ -28,6 +28,7 @@ from pipeline.common.errors import StageError
 from pipeline.common.locks import exclusive
 from pipeline.common.redact import redact, redact_text
 from pipeline.config.schema import PipelineConfig
+from pipeline.layout import Layout
 
 RUN_KEY_TAG = "dgmn.run_key"
 #: How long a process waits for another one creating the same SQLite store (a migration takes
@@ -40,14 +41,14 @@ def tracking_uri(cfg: PipelineConfig, project_root: Path) -> str:
         return cfg.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(project_root / 'mlflow.db').resolve()}"
+    return f"sqlite:///{Layout.of(cfg, project_root).mlflow_store}"
 
 
 def artifact_location(cfg: PipelineConfig, project_root: Path) -> str | None:
     """Artifacts of the project's own SQLite store go to ``<project>/mlruns`` (gitignored)."""
     if cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"):
         return None
-    return (project_root / "mlruns").resolve().as_uri()
+    return Layout.of(cfg, project_root).mlflow_artifacts.as_uri()
 
 
 @contextlib.contextmanager

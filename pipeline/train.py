@@ -29,59 +29,51 @@ import torch
 from ray.train import WorkerGroupError
 
 from dgmn.metrics import count_complexity
+from dgmn.viz.curves import draw_curves
 from pipeline.common.cli import parse_stage_args
-from pipeline.common.errors import StageError, run_stage
+from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_directory
 from pipeline.common.locks import exclusive
 from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
+from pipeline.layout import Layout
+from pipeline.tasks.registry import build_task
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
 from pipeline.training.identity import RunIdentity, run_identity
 from pipeline.training.state import STATE_FILE, CheckpointRefusedError, History, read_state
-from pipeline.training.tasks import build_task, example_input
-from pipeline.training.trainer import ensure_ray, make_trainer, storage_dir
+from pipeline.training.trainer import ensure_ray, make_trainer
 
 #: The lock file inside a run directory held by the one process training that run.
 RUN_LOCK = "dgmn-run.lock"
 
 
-def output_dir(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Path:
-    return project_root / cfg.paths.runs / cfg.profile / "train" / cfg.trained_as
-
-
 def preflight(cfg: PipelineConfig, project_root: Path) -> dict[str, float]:
-    """Fail before Ray starts: dataset root present, model builds and runs on one input.
-    Returns its params and MACs (paper convention and full) on that input."""
+    """Fail before Ray starts: the model builds (a bad model config is a
+    :class:`~dgmn.models.registry.ModelConfigError`), the dataset root is present, the model
+    runs on one input. Returns its params and MACs (paper convention and full) on that input."""
     task = build_task(cfg, project_root)
-    try:
-        model = task.build_model()
-    except (ValueError, TypeError) as exc:
-        raise StageError(f"model config {cfg.model}: {exc}") from None
-    counts = count_complexity(model, example_input(cfg))
+    model = task.build_model()
+    task.data_root()
+    counts = count_complexity(model, task.example_input())
     return {"params": counts.params, "params_m": counts.params_m,
             "gmacs_paper": counts.paper_gmacs, "gmacs_full": counts.full_gmacs}
 
 
-def plot_curves(history: History, metric: str, path: Path) -> None:
-    """Loss, LR and validation metric against iterations, one PNG."""
-    import matplotlib
+def write_curves(history: History, metric: str, name: str, path: Path) -> None:
+    """Training loss, learning rate and validation ``metric`` against iterations, one PNG of
+    three :func:`dgmn.viz.curves.draw_curves` panels."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     its = [r["iteration"] for r in history.train]
-    axes[0].plot(its, [r["loss"] for r in history.train])
-    axes[0].set(title="training loss", xlabel="iteration")
-    axes[1].plot(its, [r["lr"] for r in history.train])
-    axes[1].set(title="learning rate", xlabel="iteration")
-    axes[2].plot([r["iteration"] for r in history.val], [r[metric] for r in history.val],
-                 marker="o")
-    axes[2].set(title=f"validation {metric}", xlabel="iteration")
-    fig.tight_layout()
+    panels = {"training loss": ("loss", (its, [r["loss"] for r in history.train])),
+              "learning rate": ("lr", (its, [r["lr"] for r in history.train])),
+              f"validation {metric}": (metric, ([r["iteration"] for r in history.val],
+                                                [r[metric] for r in history.val]))}
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    for ax, (title, (ylabel, curve)) in zip(fig.subplots(1, 3), panels.items(), strict=True):
+        draw_curves(ax, {name: curve}, ylabel=ylabel, title=title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric: str,
@@ -100,13 +92,13 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
     if "confusion" in state["metrics"]:
         (directory / "confusion.json").write_text(json.dumps(state["metrics"]["confusion"]))
     torch.save(state["model"], directory / "model.pt")
-    plot_curves(history, metric, directory / "curves.png")
+    write_curves(history, metric, cfg.experiment.name, directory / "curves.png")
     return final
 
 
 def run_lock(cfg: PipelineConfig, project_root: Path, identity: RunIdentity) -> Path:
     """The lock file of ``identity``'s run directory."""
-    return storage_dir(cfg, project_root) / identity.key / RUN_LOCK
+    return Layout.of(cfg, project_root).ray_storage / identity.key / RUN_LOCK
 
 
 def _refused_checkpoint(exc: Exception) -> CheckpointRefusedError | None:
@@ -117,20 +109,18 @@ def _refused_checkpoint(exc: Exception) -> CheckpointRefusedError | None:
 
 
 def train(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT, *,
-          parent_run_id: str | None = None, fault: dict[str, Any] | None = None,
-          ) -> dict[str, Any]:
+          parent_run_id: str | None = None) -> dict[str, Any]:
     """Train ``cfg`` end to end and write its outputs; returns the final metrics."""
     complexity = preflight(cfg, project_root)
     identity = run_identity(cfg, project_root)
     with exclusive(run_lock(cfg, project_root, identity),
                    f"another training of {cfg.run_name} is using run {identity.key}; "
                    "wait for it to finish or stop that process"):
-        return _train_locked(cfg, project_root, identity, complexity, parent_run_id, fault)
+        return _train_locked(cfg, project_root, identity, complexity, parent_run_id)
 
 
 def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity,
-                  complexity: dict[str, float], parent_run_id: str | None,
-                  fault: dict[str, Any] | None) -> dict[str, Any]:
+                  complexity: dict[str, float], parent_run_id: str | None) -> dict[str, Any]:
     key = identity.key
     tracker: Tracker | None = None
     if cfg.tracking.enabled:
@@ -145,7 +135,7 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
             artifact_location=artifact_location(cfg, project_root))
         tracker.log_metrics(complexity, step=0)
     ensure_ray(cfg)
-    trainer = make_trainer(cfg, project_root, identity=identity, fault=fault,
+    trainer = make_trainer(cfg, project_root, identity=identity,
                            tracking={"uri": tracker.uri, "run_id": tracker.run_id}
                            if tracker else None)
     try:
@@ -158,7 +148,7 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
             raise refused from None
         raise
     metric = build_task(cfg, project_root).metric
-    out = output_dir(cfg, project_root)
+    out = Layout.of(cfg, project_root).train_dir
     with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
         final = write_outputs(cfg, tmp, Path(state_dir), metric,
                               {**complexity, "run_key": key,

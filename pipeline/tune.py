@@ -24,76 +24,66 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from dgmn.errors import DgmnError
 from dgmn.metrics import count_complexity
 from dgmn.models import build_model
+from dgmn.models.registry import ModelConfigError
 from pipeline.common.cli import parse_stage_args
 from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
 from pipeline.config.schema import ConfigError, TuneSettings
+from pipeline.layout import Layout
+from pipeline.tasks.registry import build_task
 from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
-from pipeline.training.tasks import build_task, example_input
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
 TRIAL_CPUS = 0.25  # the trial's own actor only waits on its Train run
 
 
-def with_rates_and_groups(cfg: PipelineConfig, rates: Sequence[int], groups: int
-                          ) -> PipelineConfig:
-    """``cfg`` with the DGMN module's φ and G replaced (segmentation context or every inserted
-    DGMN of Mask R-CNN)."""
+def with_rates_and_groups(cfg: PipelineConfig, rates: Sequence[int], groups: int,
+                          project_root: Path = PROJECT_ROOT) -> PipelineConfig:
+    """``cfg`` with its DGMN modules' φ and G replaced (how is the task's business:
+    :meth:`~pipeline.tasks.base.Task.with_rates_and_groups`), named after them."""
     data = as_dict(cfg)
-    model = data["model"]
-    if model["name"] == "dilated_fcn":
-        if model.get("context") != "dgmn":
-            raise ConfigError(f"tune.base_experiment={cfg.experiment.name!r}: its model has "
-                              f"context={model.get('context')!r}, not a DGMN module to sweep")
-        model["context_kwargs"] = {**model["context_kwargs"], "rates": list(rates),
-                                   "groups": groups}
-    else:
-        specs = model.get("insert")
-        specs = specs if isinstance(specs, list) else [specs]
-        if not any(isinstance(s, dict) and s.get("module") == "dgmn" for s in specs):
-            raise ConfigError(f"tune.base_experiment={cfg.experiment.name!r}: insert must be a "
-                              "DGMN spec mapping to sweep φ and G")
-        for spec in specs:
-            spec["kwargs"] = {**spec.get("kwargs", {}), "rates": list(rates), "groups": groups}
-        model["insert"] = specs if len(specs) > 1 else specs[0]
+    data["model"] = build_task(cfg, project_root).with_rates_and_groups(data["model"], rates,
+                                                                         groups)
     data["experiment"]["name"] = (f"{cfg.experiment.name}/phi_{'_'.join(map(str, rates))}"
                                   f"_g{groups}")
     return from_dict(data)
 
 
-def check_grid(base: PipelineConfig, settings: TuneSettings) -> None:
-    """Fail at start-up (before data, MLflow or Ray) on a grid value the model rejects, naming
-    its key: each G with the first φ, then each further φ with the first G. The DGMN module
-    checks both when it is built, e.g. that G divides its input channels C; backbone weights
-    are not loaded for this."""
+def check_grid(base: PipelineConfig, settings: TuneSettings, project_root: Path = PROJECT_ROOT
+               ) -> None:
+    """Fail at start-up (before data, MLflow or Ray) on a model config that cannot be built
+    (a :class:`~dgmn.models.registry.ModelConfigError` naming its key) or a grid value the model
+    rejects, naming its key: each G with the first φ, then each further φ with the first G. The
+    DGMN module checks both when it is built, e.g. that G divides its input channels C; backbone
+    weights are not loaded for this."""
+    build_model({**base.model, "weights": None})
     cases = [("tune.groups", groups, settings.rates[0], groups) for groups in settings.groups]
     cases += [("tune.rates", rates, rates, settings.groups[0]) for rates in settings.rates[1:]]
     for key, value, rates, groups in cases:
-        model = as_dict(with_rates_and_groups(base, rates, groups))["model"]
+        model = with_rates_and_groups(base, rates, groups, project_root).model
         try:
             build_model({**model, "weights": None})
-        except (ValueError, TypeError, DgmnError) as exc:
+        except ModelConfigError as exc:
             raise ConfigError(f"config key {key}={value!r} (tune.base_experiment="
                               f"{base.experiment.name!r}): {exc}") from None
 
 
-def model_complexity(cfg: PipelineConfig) -> tuple[float, float]:
+def model_complexity(cfg: PipelineConfig, project_root: Path) -> tuple[float, float]:
     """(params in M, GMACs in the paper's convention) of the whole model on one crop."""
-    model = build_task(cfg, PROJECT_ROOT).build_model()
-    counts = count_complexity(model, example_input(cfg))
+    task = build_task(cfg, project_root)
+    counts = count_complexity(task.build_model(), task.example_input())
     return counts.params_m, counts.paper_gmacs
 
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: one Ray Train run with this trial's φ and G."""
     base = from_dict(config["cfg"])
-    cfg = with_rates_and_groups(base, config["rates"], config["groups"])
     project_root = Path(config["project_root"])
+    cfg = with_rates_and_groups(base, config["rates"], config["groups"], project_root)
     tracker: Tracker | None = None
     if config.get("parent"):
         tracker = open_run(config["parent"]["uri"], cfg.tracking.experiment, cfg.run_name,
@@ -123,9 +113,12 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
     cfg = load_config(overrides)
     base = load_config(with_experiment(overrides, cfg.tune.base_experiment))
     settings = cfg.tune
-    check_grid(base, settings)
-    # Every trial's config must also build with its data (the dataset root must exist).
-    complexity = {(tuple(r), g): model_complexity(with_rates_and_groups(base, r, g))
+    check_grid(base, settings, project_root)
+    layout = Layout.of(cfg, project_root)
+    build_task(base, project_root).data_root()  # the dataset must exist before Ray starts
+    complexity = {(tuple(r), g): model_complexity(with_rates_and_groups(base, r, g,
+                                                                        project_root),
+                                                  project_root)
                   for r in settings.rates for g in settings.groups}
     parent: dict[str, str] | None = None
     sweep_tracker: Tracker | None = None
@@ -154,8 +147,7 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
                                     num_samples=settings.num_samples,
                                     max_concurrent_trials=settings.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"tune-{run_key(base, project_root)}",
-                                  storage_path=str((project_root / cfg.paths.ray_storage)
-                                                   .resolve())),
+                                  storage_path=str(layout.ray_storage)),
     )
     grid = tuner.fit()
     rows = []
@@ -173,10 +165,10 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
     if sweep_tracker:
         best = max(rows, key=lambda r: r["value"] if settings.mode == "max" else -r["value"])
         sweep_tracker.log_metrics({f"best_{settings.metric}": best["value"]}, step=0)
-    write_results(rows, project_root / cfg.paths.runs / cfg.profile / "tune")
+    write_results(rows, layout.tune_dir)
     if sweep_tracker:
         for name in ("results.json", "results.csv", "results.md"):
-            sweep_tracker.log_artifact(project_root / cfg.paths.runs / cfg.profile / "tune" / name)
+            sweep_tracker.log_artifact(layout.tune_dir / name)
         sweep_tracker.finish()
     return rows
 

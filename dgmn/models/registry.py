@@ -18,10 +18,16 @@ from typing import Any
 
 from torch import nn
 
+from dgmn.errors import DgmnError
 from dgmn.models.detection import build_mask_rcnn
 from dgmn.models.segmentation import DilatedFCN
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "ModelConfigError", "build_model"]
+
+
+class ModelConfigError(DgmnError, ValueError):
+    """A model config that cannot be built: unknown name, argument, backbone, context module or
+    insertion point, or a value a module rejects. The message names the key and the value."""
 
 #: model name → builder (a class or a function returning an ``nn.Module``).
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -42,22 +48,28 @@ def _plain(value: Any) -> Any:
 def build_model(cfg: Mapping[str, Any] | str, /, **overrides: Any) -> nn.Module:
     """Build a model from ``{"name": <key of MODELS>, **arguments}`` (or a name and kwargs).
 
-    Raises ``ValueError`` naming the key and the value for an unknown model name or argument
-    (and, from the builders, for unknown backbones, context modules and insertion points).
+    Raises :class:`ModelConfigError` (a ``ValueError``) naming the key and the value for an
+    unknown model name or argument, and for what the builders reject (unknown backbones,
+    context modules and insertion points, values a module cannot take).
     """
     if isinstance(cfg, str):
         cfg = {"name": cfg}
     if not isinstance(cfg, Mapping):
-        raise ValueError(f"model config must be a mapping with a 'name' key, got {cfg!r}")
+        raise ModelConfigError(f"model config must be a mapping with a 'name' key, got {cfg!r}")
     arguments = {**_plain(cfg), **_plain(overrides)}
     name = arguments.pop("name", None)
     if name not in MODELS:
-        raise ValueError(f"unknown model name={name!r}; known: {', '.join(MODELS)}")
+        raise ModelConfigError(f"unknown model name={name!r}; known: {', '.join(MODELS)}")
     builder = MODELS[name]
     parameters = inspect.signature(builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         unknown = sorted(set(arguments) - set(parameters))
         if unknown:
-            raise ValueError(f"unknown argument(s) {unknown} for model name={name!r}; accepted: "
+            raise ModelConfigError(f"unknown argument(s) {unknown} for model name={name!r}; accepted: "
                              f"{', '.join(parameters)}")
-    return builder(**arguments)
+    try:
+        return builder(**arguments)
+    except DgmnError:
+        raise  # already names its file or value (e.g. backbone weights that cannot be loaded)
+    except (ValueError, TypeError) as exc:
+        raise ModelConfigError(f"model name={name!r}: {exc}") from exc

@@ -77,7 +77,9 @@ def run_stage(main: Callable[[Sequence[str] | None], object], argv: Sequence[str
     ``error: …`` line on stderr.
 
     - :class:`StageError` or any library error (:class:`~dgmn.errors.DgmnError`: bad dataset
-      files, backbone weights that cannot be loaded): its message, status 2;
+      files, a model config that cannot be built, backbone weights that cannot be loaded): its
+      message, status ``StageError.exit_code`` (2 unless a subclass says otherwise), 2 for a
+      library error;
     - Ctrl-C (SIGINT): status 130; SIGTERM: status 143. Both unwind the stack first, so the
       temporary outputs of an interrupted stage are deleted either way. ``ray.init`` replaces the
       SIGTERM handler with ``sys.exit(15)``; that exit is reported as SIGTERM too.
@@ -88,7 +90,7 @@ def run_stage(main: Callable[[Sequence[str] | None], object], argv: Sequence[str
     except (StageError, DgmnError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exc.exit_code if isinstance(exc, StageError) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("error: interrupted (SIGINT)", file=sys.stderr)
         return EXIT_INTERRUPTED

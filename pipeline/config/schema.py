@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.common.errors import StageError
-
-SYNTHETIC_DATASETS = {"cityscapes": "synthetic_cityscapes", "coco2017": "synthetic_coco"}
-TASKS = {"cityscapes": "segmentation", "coco2017": "detection"}
+from pipeline.tasks.catalog import DATASETS, TASK_MODELS
 
 
 class ConfigError(StageError):
@@ -57,11 +55,15 @@ class DataSettings:
     def __post_init__(self) -> None:
         _require(self.subset_images is None or self.subset_images > 0, "data.subset_images",
                  self.subset_images, "must be null or > 0")
-        _require(self.name in TASKS, "data.name", self.name, f"must be one of {sorted(TASKS)}")
-        _require(self.task == TASKS[self.name], "data.task", self.task,
-                 f"dataset {self.name} is for {TASKS[self.name]}")
+        _require(self.name in DATASETS, "data.name", self.name,
+                 f"must be one of {sorted(DATASETS)}")
+        entry = DATASETS[self.name]
+        _require(self.task == entry.task, "data.task", self.task,
+                 f"dataset {self.name} is for {entry.task}")
         _require(self.source in ("real", "synthetic"), "data.source", self.source,
                  "must be 'real' or 'synthetic'")
+        _require(self.source == "real" or entry.synthetic is not None, "data.source",
+                 self.source, f"dataset {self.name} has no synthetic stand-in")
         _require(self.num_classes > 0, "data.num_classes", self.num_classes, "must be > 0")
         _require(len(self.crop_size) == 2 and min(self.crop_size) > 0, "data.crop_size",
                  self.crop_size, "must be two positive sizes [H, W]")
@@ -77,7 +79,8 @@ class DataSettings:
     def dataset(self) -> str:
         """What fetch materialises (e.g. ``synthetic_cityscapes``); the directories under
         data/raw and data/processed are named by :attr:`name` whatever the source."""
-        return SYNTHETIC_DATASETS[self.name] if self.source == "synthetic" else self.name
+        synthetic = DATASETS[self.name].synthetic
+        return synthetic if self.source == "synthetic" and synthetic else self.name
 
 
 @dataclass
@@ -236,12 +239,10 @@ class PipelineConfig:
         _require(self.schedule.batch_size % self.scaling.num_workers == 0,
                  "schedule.batch_size", self.schedule.batch_size,
                  f"must be divisible by scaling.num_workers={self.scaling.num_workers}")
-        if self.data.task == "segmentation":
-            _require(self.model["name"] == "dilated_fcn", "model.name", self.model["name"],
-                     "segmentation data needs a segmentation model (dilated_fcn)")
-        else:
-            _require(self.model["name"] == "mask_rcnn", "model.name", self.model["name"],
-                     "detection data needs a detection model (mask_rcnn)")
+        models = TASK_MODELS.get(self.data.task, ())
+        _require(self.model["name"] in models, "model.name", self.model["name"],
+                 f"{self.data.task} data needs a {self.data.task} model "
+                 f"({', '.join(models) or 'none registered'})")
 
     @property
     def trained_as(self) -> str:

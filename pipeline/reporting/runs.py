@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common.errors import StageError
+from pipeline.layout import RunDirs
 
 
 class MissingRunError(StageError):
@@ -19,29 +20,33 @@ class MissingRunError(StageError):
 
 @dataclass(frozen=True)
 class RunLayout:
-    """The files of one profile under ``runs/<profile>/``."""
+    """The files the report reads from one profile's runs (:class:`pipeline.layout.RunDirs`)."""
 
     runs_dir: Path
     profile: str
 
     @property
+    def dirs(self) -> RunDirs:
+        return RunDirs.of(self.runs_dir, self.profile)
+
+    @property
     def root(self) -> Path:
-        return self.runs_dir / self.profile
+        return self.dirs.root
 
     def metrics(self, trained_as: str) -> Path:
-        return self.root / "eval" / trained_as / "metrics.json"
+        return self.dirs.eval(trained_as) / "metrics.json"
 
     def qualitative(self, trained_as: str) -> Path:
-        return self.root / "eval" / trained_as / "qualitative.npz"
+        return self.dirs.eval(trained_as) / "qualitative.npz"
 
     def walks(self, trained_as: str) -> Path:
-        return self.root / "eval" / trained_as / "walks.npz"
+        return self.dirs.eval(trained_as) / "walks.npz"
 
     def history(self, trained_as: str) -> Path:
-        return self.root / "train" / trained_as / "history.json"
+        return self.dirs.train(trained_as) / "history.json"
 
     def tune_results(self) -> Path:
-        return self.root / "tune" / "results.json"
+        return self.dirs.tune() / "results.json"
 
 
 def read_json(path: Path) -> Any:

@@ -28,6 +28,7 @@ from pipeline.common.fs import atomic_write_json
 from pipeline.common.redact import redact
 from pipeline.config.compose import PROJECT_ROOT, as_dict
 from pipeline.config.schema import PipelineConfig
+from pipeline.layout import Layout
 
 IDENTITY_FILE = "dgmn-run-identity.json"
 
@@ -108,7 +109,7 @@ def code_digest(root: Path = PROJECT_ROOT) -> str:
 def data_digest(cfg: PipelineConfig, project_root: Path) -> str:
     """The ``digest`` of the preprocessed dataset's ``manifest.json``; a missing or unreadable
     manifest is a :class:`StageError` (without it a changed dataset could not be told apart)."""
-    manifest = project_root / cfg.paths.processed / cfg.data.name / "manifest.json"
+    manifest = Layout.of(cfg, project_root).manifest
     try:
         digest = json.loads(manifest.read_text())["digest"]
     except FileNotFoundError:

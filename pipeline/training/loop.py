@@ -8,8 +8,6 @@ come back from the checkpoint, so a resumed CPU run ends where an uninterrupted 
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +24,6 @@ from pipeline.tracking import Tracker
 from pipeline.training.batches import iteration_loader
 from pipeline.training.schedules import build_optimizer, build_scheduler
 from pipeline.training.state import History, load_state, save_state, unwrap
-from pipeline.training.tasks import build_task
 
 
 def _seed_everything(seed: int) -> None:
@@ -37,17 +34,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _maybe_inject_fault(fault: dict[str, Any] | None, rank: int, iteration: int) -> None:
-    """Test hook: SIGKILL this worker once at ``fault["iteration"]`` (marker file = once)."""
-    if not fault or rank != fault.get("rank", 0) or iteration != fault["iteration"]:
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(f"killed pid {os.getpid()} at iteration {iteration}\n")
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _worker_nodes(world: int) -> list[str]:
@@ -62,7 +48,10 @@ def _worker_nodes(world: int) -> list[str]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry: ``config`` holds ``cfg`` (validated config as a dict),
-    ``project_root``, ``tracking`` (``{"uri", "run_id"}`` or None) and ``fault`` (tests)."""
+    ``project_root``, ``registration`` (the driver's task class and dataset entry of ``cfg``:
+    :class:`~pipeline.tasks.registry.Registration`, so a task registered there trains here
+    too) and ``tracking`` (``{"uri", "run_id"}`` or None)."""
+    task_class = config["registration"].install()
     cfg = from_dict(config["cfg"])
     project_root = Path(config["project_root"])
     context = ray.train.get_context()
@@ -73,22 +62,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if not use_cuda:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    task = build_task(cfg, project_root)
+    task = task_class(cfg, project_root)
     model: nn.Module = task.build_model()
-    if use_cuda and cfg.schedule.sync_bn and cfg.data.task == "segmentation" and world > 1:
+    if use_cuda and cfg.schedule.sync_bn and task.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = ray.train.torch.prepare_model(model)
     optimizer = build_optimizer(model, cfg.schedule)
     scheduler = build_scheduler(optimizer, cfg.schedule)
-    amp = use_cuda and cfg.schedule.amp
-    scaler = None  # bf16 autocast needs no loss scaling
+    amp = use_cuda and cfg.schedule.amp  # bf16 autocast: no loss scaling needed
 
     start, history = 0, History()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             start, history = load_state(Path(directory), model=model, optimizer=optimizer,
-                                        scheduler=scheduler, scaler=scaler)
+                                        scheduler=scheduler)
         if rank == 0:
             print(f"[{cfg.run_name}] resumed from iteration {start}", flush=True)
 
@@ -104,7 +92,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     began, window = time.perf_counter(), []
     metrics: dict[str, Any] = history.val[-1] if history.val else {}
     for iteration, batch in enumerate(loader, start=start):
-        _maybe_inject_fault(config.get("fault"), rank, iteration)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, parts = task.loss(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
@@ -138,15 +125,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                          if k != "iteration"}, step=done)
         if validate or save:
             _report(metrics, task.metric, done, save and rank == 0, model, optimizer,
-                    scheduler, scaler, history)
+                    scheduler, history)
     if start >= schedule.iterations:  # restarted after the last checkpoint: report it again
-        _report(metrics, task.metric, start, rank == 0, model, optimizer, scheduler, scaler,
-                history)
+        _report(metrics, task.metric, start, rank == 0, model, optimizer, scheduler, history)
 
 
 def _report(metrics: dict[str, Any], metric: str, iteration: int, with_checkpoint: bool,
-            model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
-            history: History) -> None:
+            model: nn.Module, optimizer: Any, scheduler: Any, history: History) -> None:
     """``ray.train.report`` on every rank (same count on all); rank 0 attaches the state."""
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     scalars.update(iteration=iteration, metric=scalars.get(metric, float("nan")))
@@ -155,5 +140,5 @@ def _report(metrics: dict[str, Any], metric: str, iteration: int, with_checkpoin
         return
     with tempfile.TemporaryDirectory() as directory:
         save_state(Path(directory), model=model, optimizer=optimizer, scheduler=scheduler,
-                   scaler=scaler, iteration=iteration, history=history, metrics=metrics)
+                   iteration=iteration, history=history, metrics=metrics)
         ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(directory))

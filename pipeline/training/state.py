@@ -1,4 +1,4 @@
-"""Training state in a checkpoint: model, optimiser, scheduler, scaler, RNG states, history.
+"""Training state in a checkpoint: model, optimiser, scheduler, RNG states, history.
 
 Written to a temporary file and renamed into place, so a checkpoint directory never holds a
 half-written state; Ray Train persists the directory once :func:`ray.train.report` takes it.
@@ -92,7 +92,7 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def save_state(directory: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any, scaler: Any, iteration: int, history: History,
+               scheduler: Any, iteration: int, history: History,
                metrics: dict[str, Any]) -> Path:
     """Write ``state.pt`` into ``directory`` atomically and return its path."""
     state = {
@@ -100,7 +100,6 @@ def save_state(directory: Path, *, model: nn.Module, optimizer: torch.optim.Opti
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_states(),
         "history": {"train": history.train, "val": history.val,
                     "worker_nodes": history.worker_nodes},
@@ -114,14 +113,13 @@ def save_state(directory: Path, *, model: nn.Module, optimizer: torch.optim.Opti
 
 
 def load_state(directory: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any, scaler: Any) -> tuple[int, History]:
-    """Restore everything :func:`save_state` wrote; returns (iteration, history)."""
+               scheduler: Any) -> tuple[int, History]:
+    """Restore everything :func:`save_state` wrote; returns (iteration, history). (Training
+    runs in bf16 autocast, which needs no gradient scaler, so there is no scaler state.)"""
     state = read_state(directory / STATE_FILE)
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
     restore_rng_states(state["rng"])
     return state["iteration"], History(**state["history"])
 

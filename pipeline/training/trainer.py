@@ -13,6 +13,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from pipeline.common.ray_local import init_local
 from pipeline.config.compose import as_dict
 from pipeline.config.schema import PipelineConfig
+from pipeline.layout import Layout
+from pipeline.tasks.registry import Registration
 from pipeline.training.identity import (
     RunIdentity,
     describe_run,
@@ -22,12 +24,7 @@ from pipeline.training.identity import (
 )
 from pipeline.training.loop import train_loop_per_worker
 
-__all__ = ["ensure_ray", "make_trainer", "run_key", "storage_dir"]
-
-
-def storage_dir(cfg: PipelineConfig, project_root: Path) -> Path:
-    """Where Ray Train keeps the run directories (``paths.ray_storage``), absolute."""
-    return (project_root / cfg.paths.ray_storage).resolve()
+__all__ = ["ensure_ray", "make_trainer", "run_key"]
 
 
 def ensure_ray(cfg: PipelineConfig) -> None:
@@ -50,7 +47,7 @@ def ensure_ray(cfg: PipelineConfig) -> None:
 def make_trainer(cfg: PipelineConfig, project_root: Path, *,
                  tracking: dict[str, str] | None = None, identity: RunIdentity | None = None,
                  storage_path: Path | None = None, callbacks: list[Any] | None = None,
-                 fault: dict[str, Any] | None = None) -> TorchTrainer:
+                 ) -> TorchTrainer:
     """The ``TorchTrainer`` of ``cfg``: workers and resources from ``scaling``, DDP backend by
     device (NCCL on GPU, gloo on CPU), checkpoints under ``paths.ray_storage`` in a run
     directory named by the run key of ``identity`` (default: :func:`run_identity` of ``cfg``),
@@ -61,14 +58,15 @@ def make_trainer(cfg: PipelineConfig, project_root: Path, *,
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker or 1
-    storage = storage_path.resolve() if storage_path else storage_dir(cfg, project_root)
+    storage = (storage_path.resolve() if storage_path
+               else Layout.of(cfg, project_root).ray_storage)
     print(f"[{cfg.run_name}] {describe_run(storage, identity, cfg)}", flush=True)
     (storage / identity.key).mkdir(parents=True, exist_ok=True)
     record_identity(storage / identity.key, identity, cfg)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": as_dict(cfg), "project_root": str(project_root),
-                           "tracking": tracking, "fault": fault},
+                           "registration": Registration.of(cfg), "tracking": tracking},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),

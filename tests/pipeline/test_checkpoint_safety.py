@@ -55,7 +55,7 @@ def test_saved_state_loads_as_data_and_restores_every_generator(tmp_path, policy
     history = History(train=[{"loss": 1.5, "lr": 0.01, "iteration": 1}],
                       val=[{"miou": 12.5, "iou_per_class": [None, 3.0], "iteration": 1}],
                       worker_nodes=["127.0.0.1"])
-    save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
+    save_state(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler,
                iteration=7, history=history, metrics={"miou": float("nan")})
     torch.load(tmp_path / STATE_FILE, weights_only=True)  # nothing but tensors and plain data
     expected = (random.random(), np.random.rand(3).tolist(), np.random.randn(),
@@ -64,7 +64,7 @@ def test_saved_state_loads_as_data_and_restores_every_generator(tmp_path, policy
     random.seed(0), np.random.seed(0), torch.manual_seed(0)
     fresh_model, fresh_optimizer, fresh_scheduler = _training_objects(policy)
     iteration, restored = load_state(tmp_path, model=fresh_model, optimizer=fresh_optimizer,
-                                     scheduler=fresh_scheduler, scaler=None)
+                                     scheduler=fresh_scheduler)
     assert iteration == 7 and restored == history
     assert (random.random(), np.random.rand(3).tolist(), np.random.randn(),
             torch.rand(3).tolist()) == expected
@@ -76,7 +76,7 @@ def test_saved_state_loads_as_data_and_restores_every_generator(tmp_path, policy
 def _malicious_checkpoint(directory: Path, marker: Path) -> Path:
     model, optimizer, scheduler = _training_objects()
     directory.mkdir()
-    save_state(directory, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None,
+    save_state(directory, model=model, optimizer=optimizer, scheduler=scheduler,
                iteration=2, history=History(), metrics={})
     state = torch.load(directory / STATE_FILE, weights_only=True)
     state["metrics"] = {"miou": WritesMarker(marker)}
@@ -89,7 +89,7 @@ def test_resuming_from_a_malicious_checkpoint_is_refused_before_any_code_runs(tm
     directory = _malicious_checkpoint(tmp_path / "checkpoint", marker)
     model, optimizer, scheduler = _training_objects()
     with pytest.raises(CheckpointRefusedError) as refused:
-        load_state(directory, model=model, optimizer=optimizer, scheduler=scheduler, scaler=None)
+        load_state(directory, model=model, optimizer=optimizer, scheduler=scheduler)
     message = str(refused.value)
     assert "\n" not in message
     assert message.startswith(f"{directory / STATE_FILE}: refused to load this checkpoint")

@@ -14,7 +14,7 @@ from pipeline.fetch import run as fetch
 from pipeline.preprocess import PreprocessConfig
 from pipeline.preprocess import run as preprocess
 from pipeline.synthetic.coco import SyntheticCocoConfig
-from pipeline.training.tasks import build_task
+from pipeline.tasks.registry import build_task
 
 
 @pytest.mark.slow

@@ -13,12 +13,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 import ray
 from mlflow import MlflowClient
 from PIL import Image
+from ray import cloudpickle
 
 from pipeline.common.manifest import MANIFEST, write_manifest
 from pipeline.config import load_config
@@ -29,6 +31,8 @@ from pipeline.fetch import run as fetch
 from pipeline.preprocess import PreprocessConfig
 from pipeline.preprocess import run as preprocess
 from pipeline.synthetic.cityscapes import SyntheticCityscapesConfig
+from pipeline.tasks import registry as task_registry
+from pipeline.tasks.segmentation import SegmentationTask
 from pipeline.train import run_lock, train
 from pipeline.training import identity as identity_module
 from pipeline.training.identity import code_digest, run_identity
@@ -160,13 +164,36 @@ def _official_cityscapes_miou(predictions: Path, root: Path) -> float:
     return float(result["averageScoreClasses"])
 
 
-def test_killed_worker_resumes_and_ends_like_an_uninterrupted_run(project, local_ray, tmp_path):
+class _KilledOnce(SegmentationTask):
+    """Segmentation whose worker kills itself (SIGKILL) at its 4th training step (iteration 3)
+    unless ``marker`` exists, i.e. once: Ray Train restarts it from the iteration-2 checkpoint."""
+
+    marker: ClassVar[str] = ""
+
+    def loss(self, model: Any, batch: Any, device: Any) -> Any:
+        self.steps = getattr(self, "steps", 0) + 1
+        marker = Path(self.marker)
+        if self.steps == 4 and not marker.exists():
+            marker.write_text(f"killed pid {os.getpid()} at step {self.steps}\n")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().loss(model, batch, device)
+
+
+def test_killed_worker_resumes_and_ends_like_an_uninterrupted_run(project, local_ray, tmp_path,
+                                                                  monkeypatch):
     overrides = [EXPERIMENT, *project["overrides"], "schedule.iterations=6",
                  "schedule.checkpoint_every=2", "schedule.val_every=3", "tracking.enabled=false"]
     clean = train(load_config([*overrides, f"paths.ray_storage={tmp_path / 'clean'}"]))
     marker = tmp_path / "killed"
-    resumed = train(load_config([*overrides, f"paths.ray_storage={tmp_path / 'faulty'}"]),
-                    fault={"iteration": 3, "marker": str(marker)})
+    # The workers get the driver's task class: this one travels by value (the test module is
+    # not importable there).
+    monkeypatch.setattr(_KilledOnce, "marker", str(marker))
+    monkeypatch.setitem(task_registry.TASKS, "segmentation", _KilledOnce)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        resumed = train(load_config([*overrides, f"paths.ray_storage={tmp_path / 'faulty'}"]))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert marker.read_text().startswith("killed pid")  # the worker really died mid-run
     for key in ("miou", "pixel_accuracy", "iou_per_class", "iteration"):
         assert resumed[key] == clean[key], key

@@ -1,0 +1,109 @@
+"""The one map of the project's paths, built from the config: nothing else formats them.
+
+::
+
+    <paths.raw>/<data.name>/                  fetched dataset
+    <paths.processed>/<data.name>/            preprocessed dataset (+ manifest.json)
+    <paths.runs>/<profile>/train/<experiment>/  train stage outputs
+    <paths.runs>/<profile>/eval/<experiment>/   evaluate stage outputs
+    <paths.runs>/<profile>/tune/                tune stage outputs
+    <paths.reports>/<profile>/                report stage outputs (default reports/)
+    <paths.ray_storage>/                      Ray Train / Tune run directories (checkpoints)
+    mlflow.db, mlruns/                        the project's own MLflow store and artifacts
+
+Relative settings are taken from the project root; ``<experiment>`` is the experiment whose
+training a config is (``cfg.trained_as``, e.g. ``table1/dgmn_da``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.config.schema import PipelineConfig
+
+#: The default runs root (``paths.runs``) and the report stage's output root (per profile below
+#: it), relative to the project root.
+RUNS = "runs"
+REPORTS = "reports"
+#: The project's own MLflow SQLite store and artifact root, relative to the project root.
+MLFLOW_STORE = "mlflow.db"
+MLFLOW_ARTIFACTS = "mlruns"
+
+
+def reports_dir(project_root: Path, profile: str, reports: str = REPORTS) -> Path:
+    """The report stage's output directory of ``profile``."""
+    return Path(project_root) / reports / profile
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    """The stage outputs of one profile (``<runs>/<profile>/``)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, runs: Path, profile: str) -> RunDirs:
+        return cls(Path(runs) / profile)
+
+    def train(self, experiment: str) -> Path:
+        return self.root / "train" / experiment
+
+    def eval(self, experiment: str) -> Path:
+        return self.root / "eval" / experiment
+
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path of one config (see the module docstring)."""
+
+    raw_data: Path
+    processed_data: Path
+    runs_root: Path
+    runs: RunDirs
+    reports: Path
+    ray_storage: Path
+    mlflow_store: Path
+    mlflow_artifacts: Path
+    experiment: str
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig, project_root: Path) -> Layout:
+        root = Path(project_root)
+        paths = cfg.paths
+        return cls(
+            raw_data=root / paths.raw / cfg.data.name,
+            processed_data=root / paths.processed / cfg.data.name,
+            runs_root=root / paths.runs,
+            runs=RunDirs.of(root / paths.runs, cfg.profile),
+            reports=reports_dir(root, cfg.profile, getattr(paths, "reports", REPORTS)),
+            ray_storage=(root / paths.ray_storage).resolve(),
+            mlflow_store=(root / MLFLOW_STORE).resolve(),
+            mlflow_artifacts=(root / MLFLOW_ARTIFACTS).resolve(),
+            experiment=cfg.trained_as,
+        )
+
+    @property
+    def train_dir(self) -> Path:
+        """This experiment's train stage outputs."""
+        return self.runs.train(self.experiment)
+
+    @property
+    def eval_dir(self) -> Path:
+        """This experiment's evaluate stage outputs."""
+        return self.runs.eval(self.experiment)
+
+    @property
+    def tune_dir(self) -> Path:
+        """The profile's tune stage outputs."""
+        return self.runs.tune()
+
+    @property
+    def manifest(self) -> Path:
+        """The preprocessed dataset's manifest (its digest identifies the data of a run)."""
+        return self.processed_data / "manifest.json"

@@ -1,0 +1,103 @@
+"""Instance detection and segmentation: Mask R-CNN on a COCO-format dataset; metric: box AP
+(%), mask AP alongside (pycocotools' COCOeval)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from dgmn.data.coco import CocoInstances, collate_detection
+from dgmn.metrics.coco import evaluate_coco, write_coco_results
+from dgmn.models import build_model
+from pipeline.config.schema import ConfigError
+from pipeline.evaluation.inference import detection_results
+from pipeline.tasks.base import Task, distributed
+
+
+class DetectionTask(Task):
+    """Mask R-CNN (DGMN modules inserted in the backbone); the model resizes and normalises
+    its inputs itself (``data.min_size`` / ``data.max_size``)."""
+
+    metric = "bbox_AP"
+    model_names = ("mask_rcnn",)
+    collate_fn = staticmethod(collate_detection)
+
+    def train_dataset(self) -> CocoInstances:
+        flip = v2.RandomHorizontalFlip(0.5 if self.cfg.data.flip else 0.0)
+        transform = v2.Compose([flip, v2.ToDtype(torch.float32, scale=True),
+                                v2.SanitizeBoundingBoxes(min_size=1.0)])
+        return CocoInstances(self.data_root(), self.cfg.data.train_split, transforms=transform,
+                             remove_images_without_annotations=True)
+
+    def make_val_dataset(self) -> CocoInstances:
+        return CocoInstances(self.data_root(), self.cfg.data.val_split,
+                             transforms=v2.ToDtype(torch.float32, scale=True),
+                             include_crowd=True)
+
+    def _build(self, **changes: Any) -> nn.Module:
+        return build_model({**self.cfg.model, **changes}, min_size=self.cfg.data.min_size,
+                           max_size=self.cfg.data.max_size)
+
+    def build_model(self) -> nn.Module:
+        return self._build()
+
+    def baseline_model(self) -> nn.Module:
+        return self._build(insert=None)
+
+    def example_input(self) -> list[Tensor]:
+        size = self.cfg.data.min_size
+        return [torch.rand(3, size, size)]
+
+    def with_rates_and_groups(self, model: dict[str, Any], rates: Sequence[int], groups: int
+                              ) -> dict[str, Any]:
+        """Every inserted DGMN spec gets φ and G."""
+        specs = model.get("insert")
+        specs = specs if isinstance(specs, list) else [specs]
+        if not any(isinstance(s, dict) and s.get("module") == "dgmn" for s in specs):
+            raise ConfigError(f"tune.base_experiment={self.cfg.experiment.name!r}: insert must "
+                              "be a DGMN spec mapping to sweep φ and G")
+        specs = [{**spec, "kwargs": {**spec.get("kwargs", {}), "rates": list(rates),
+                                     "groups": groups}} for spec in specs]
+        return {**model, "insert": specs if len(specs) > 1 else specs[0]}
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device
+             ) -> tuple[Tensor, dict[str, float]]:
+        images, targets = batch
+        images = [image.to(device) for image in images]
+        targets = [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()
+                    if k in ("boxes", "labels", "masks")} for t in targets]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        parts = {name: float(value.detach()) for name, value in losses.items()}
+        return loss, {"loss": float(loss.detach()), **parts}  # type: ignore[arg-type]
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        dataset = self.val_dataset()
+        results = detection_results(model, dataset, self.val_indices(), device)
+        if distributed():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, results)
+            results = [r for part in gathered for r in part]
+        return dict(evaluate_coco(dataset.coco, results, img_ids=self._scored_ids()))
+
+    def evaluate(self, model: nn.Module, out: Path) -> dict[str, Any]:
+        """COCO box and mask AP; ``coco_results.json`` (the test-dev format) when exporting."""
+        dataset = self.val_dataset()
+        results = detection_results(model, dataset, range(self.val_count()),
+                                    torch.device("cpu"))
+        if self.cfg.evaluate.export:
+            write_coco_results(results, out / "coco_results.json")
+        return dict(evaluate_coco(dataset.coco, results, img_ids=self._scored_ids()))
+
+    def evaluation_example(self) -> list[Tensor]:
+        return [self.val_dataset()[0][0]]
+
+    def _scored_ids(self) -> list[int]:
+        dataset = self.val_dataset()
+        return [dataset.ids[i] for i in range(self.val_count())]  # type: ignore[attr-defined]
