@@ -22,7 +22,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from dgmn._io import atomic_write_bytes
 
 #: IoU types this module evaluates (pycocotools' names).
 IOU_TYPES: tuple[str, ...] = ("bbox", "segm")
@@ -247,18 +248,4 @@ def evaluate_coco(
 
 def write_coco_results(results: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
     """Write ``results`` as COCO results JSON atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(list(results), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, json.dumps(list(results)).encode())

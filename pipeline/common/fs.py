@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dgmn._io import atomic_write_bytes as _atomic_write_bytes
 from pipeline.common.errors import StageError
 
 _CHUNK = 1 << 20
@@ -142,21 +143,12 @@ def remove_leftovers(final: str | os.PathLike) -> list[Path]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path`` and ``os.replace`` it into place."""
+    """:func:`dgmn._io.atomic_write_bytes` with the temporary locked until the rename, after
+    removing the leftovers of killed writers of ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path)
-    tmp, fd = _locked_mkstemp(f".{path.name}.", ".tmp", path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:  # closing it drops the lock, after the rename
-            f.write(data)
-            f.flush()
-            os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return _atomic_write_bytes(path, data, make_temp=_locked_mkstemp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
