@@ -41,7 +41,6 @@ plus ``offset_mask.*``).
 
 from __future__ import annotations
 
-import importlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from dgmn._imports import import_target
 from dgmn.models.backbones import BLOCK_LAYOUT, STAGES, block_layout
 from dgmn.nn import build_context_module, context_module_class
 
@@ -245,7 +245,7 @@ def _after_3x3(model: ResNet, stage: str, spec: InsertSpec, where: str) -> list[
     for index, block in _blocks(getattr(model, stage)):
         for conv, _bn in block_layout(block).convs_3x3:
             if spec.module in CONV_REPLACEMENTS:
-                attr = _replace_conv(block, conv, _import(CONV_REPLACEMENTS[spec.module]))
+                attr = _replace_conv(block, conv, import_target(CONV_REPLACEMENTS[spec.module]))
             else:
                 module = _build(spec, _unwrapped(block, conv).out_channels, where)
                 slot, position = AFTER_3X3_SLOTS[type(block)][conv]
@@ -288,9 +288,3 @@ def insert_modules(model: ResNet, insert: Mapping[str, Any] | Sequence[Mapping[s
             kind, stage = INSERTION_POINTS[point]
             names += _INSERTERS[kind](model, stage, spec, f"{point} ({stage})")
     return names
-
-
-def _import(target: str) -> Callable[..., nn.Module]:
-    """Import ``"package.module:Class"``."""
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
