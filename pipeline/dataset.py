@@ -28,7 +28,6 @@ from pipeline.fetch import run as fetch
 from pipeline.preprocess import PreprocessConfig
 from pipeline.preprocess import run as preprocess
 
-SYNTHETIC_FIELDS = {"cityscapes": "synthetic_cityscapes", "coco2017": "synthetic_coco"}
 #: data config name → an experiment that reads it (its model fits the data's task).
 EXPERIMENT_OF = {"cityscapes": "table1/dilated_fcn", "coco": "table2/maskrcnn"}
 
@@ -46,7 +45,7 @@ def fetch_config(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> Fetc
     fetch_cfg = FetchConfig(dataset=cfg.data.dataset, root=raw_root(cfg, project_root),
                             progress=sys.stderr.isatty())
     if cfg.data.source == "synthetic":
-        field = SYNTHETIC_FIELDS[cfg.data.name]
+        field = cfg.data.dataset  # FetchConfig names its generators by dataset
         generator = getattr(fetch_cfg, field)
         sizes = cfg.synthetic.get(cfg.data.name, {}) or {}
         known = {f.name for f in dataclasses.fields(generator)}

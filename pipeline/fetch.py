@@ -49,6 +49,7 @@ from pipeline.common.fs import (
     reporting_write_errors,
     write_error,
 )
+from pipeline.common.manifest import FETCH_INFO
 from pipeline.synthetic import (
     SyntheticCityscapesConfig,
     SyntheticCocoConfig,
@@ -60,7 +61,6 @@ log = logging.getLogger("pipeline.fetch")
 
 DATASETS = ("synthetic_cityscapes", "synthetic_coco", "cityscapes", "coco2017")
 DEFAULT_CHECKSUMS = Path(__file__).with_name("checksums.yaml")
-FETCH_INFO = "fetch_info.json"
 #: bump when the synthetic rule or writers change, so stale generated roots are rebuilt
 SYNTHETIC_VERSION = 1
 CREDENTIAL_ENV = ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD")

@@ -57,14 +57,13 @@ from pipeline.common.fs import (
     link_or_copy,
     reporting_write_errors,
 )
-from pipeline.common.manifest import MANIFEST, write_manifest
+from pipeline.common.manifest import FETCH_INFO, MANIFEST, write_manifest
 from pipeline.common.progress import progress_bar
 
 log = logging.getLogger("pipeline.preprocess")
 
 KINDS = {"cityscapes": "cityscapes", "synthetic_cityscapes": "cityscapes",
          "coco2017": "coco", "synthetic_coco": "coco"}
-FETCH_INFO = "fetch_info.json"
 
 
 @dataclass

@@ -14,6 +14,9 @@ from pipeline.common.fs import atomic_write_json, file_digest
 from pipeline.common.progress import progress_bar
 
 MANIFEST = "manifest.json"
+#: What fetch records beside a raw dataset (source, archives, generator settings); preprocess
+#: reads it to know which dataset the raw tree holds.
+FETCH_INFO = "fetch_info.json"
 SCHEMA = "dgmn.manifest/v1"
 
 

@@ -18,6 +18,9 @@ from PIL import Image
 from dgmn.data import synthetic as rule
 from dgmn.data.labels import label_id_of, label_id_to_train_id
 from dgmn.data.masks import quiet_pycocotools
+from pipeline.common.errors import StageError
+from pipeline.config import load_config
+from pipeline.dataset import fetch_config
 from pipeline.synthetic import (
     SyntheticCityscapesConfig,
     SyntheticCocoConfig,
@@ -319,3 +322,19 @@ def test_default_generation_is_fast_and_small(tmp_path):
     assert size_cs < 10e6 and size_coco < 5e6
     assert len(list((tmp_path / "cs" / "leftImg8bit" / "train").rglob("*.png"))) == 24
     assert len(list((tmp_path / "coco" / "val2017").glob("*.jpg"))) == 8
+
+
+# --------------------------------------------------------------------------- profile sizes
+
+
+@pytest.mark.parametrize(("data", "experiment", "generator"),
+                         [("cityscapes", "table1/dilated_fcn", "synthetic_cityscapes"),
+                          ("coco2017", "table2/maskrcnn", "synthetic_coco")])
+def test_the_profiles_synthetic_sizes_reach_the_datasets_generator(data, experiment, generator):
+    cfg = load_config([f"experiment={experiment}", "profile=smoke"])
+    fetch_cfg = fetch_config(cfg)
+    assert fetch_cfg.dataset == generator
+    assert getattr(fetch_cfg, generator).num_train == cfg.synthetic[data]["num_train"] == 8
+    cfg.synthetic[data]["colour"] = "red"
+    with pytest.raises(StageError, match=f"synthetic.{data}.*colour"):
+        fetch_config(cfg)
