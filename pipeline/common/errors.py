@@ -62,16 +62,6 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-def hydra_overrides(argv: Sequence[str] | None, doc: str | None) -> list[str] | None:
-    """The ``key=value`` overrides of a Hydra-configured stage; ``None`` after printing
-    ``doc`` for ``-h``/``--help``."""
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(o in ("-h", "--help") for o in overrides):
-        print(doc)
-        return None
-    return overrides
-
-
 def run_stage(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
     """Call a stage's ``main(argv)`` and turn how it ended into an exit status and at most one
     ``error: …`` line on stderr.
