@@ -4,6 +4,7 @@ report setting)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -35,12 +36,13 @@ print(json.dumps(sorted(files)))
 """
 
 
-def imported_project_files(module: str) -> set[str]:
+@functools.cache
+def imported_project_files(module: str) -> frozenset[str]:
     """Project source files (``dgmn/…``, ``pipeline/…``) in ``sys.modules`` after a fresh
     interpreter imports ``module``."""
     out = subprocess.run([sys.executable, "-c", _LIST_IMPORTS, module, str(PROJECT_ROOT)],
                          cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
-    return {f for f in json.loads(out) if f.split("/")[0] in CODE_ROOTS}
+    return frozenset(f for f in json.loads(out) if f.split("/")[0] in CODE_ROOTS)
 
 
 def declared_code(stage: str) -> set[str]:
