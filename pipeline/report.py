@@ -16,7 +16,7 @@ Reads, for profile P, ``runs/P/eval/<experiment>/{metrics.json,qualitative.npz,w
 - ``README_results.md`` (the section ``--update-readme`` puts between the README's
   ``<!-- results:start -->`` / ``<!-- results:end -->`` markers) and ``summary.json``.
 
-Tables: ``--tables``, else ``report.tables`` of the config when it has one, else Tables 1, 2,
+Tables: ``--tables``, else ``report.tables`` (``conf/report/<profile>.yaml``), else Tables 1, 2,
 6, 7 (and 4 when one of its own, non-alias runs was evaluated). A missing ``metrics.json`` of
 a selected table is an error naming the file(s), unless ``--allow-missing`` (then the row
 shows ``missing`` — but a table without any evaluated run is still an error).
@@ -212,15 +212,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args = parsed.args
     cfg = load_config(parsed.overrides)
-    settings = getattr(cfg, "report", None)  # the `report` config group, once it exists
     tables = ([t.strip() for t in args.tables.split(",") if t.strip()] if args.tables
-              else getattr(settings, "tables", None))
+              else cfg.report.tables)
     readme = Path(args.update_readme) if args.update_readme else None
     if readme is not None:
         split_readme(readme)  # bad markers fail before any work
     paths = Layout.of(cfg, PROJECT_ROOT)
     out = run(cfg.profile, tables, paths.runs_root, paths.reports,
-              allow_missing=args.allow_missing or bool(getattr(settings, "allow_missing", False)),
+              allow_missing=args.allow_missing or cfg.report.allow_missing,
               link_root=readme.resolve().parent if readme else PROJECT_ROOT)
     if readme is not None:
         update_readme(readme, (out / "README_results.md").read_text(encoding="utf-8"))
