@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from pipeline.common.errors import StageError
-from pipeline.config.schema import PipelineConfig
+from pipeline.config.schema import ConfigError, PipelineConfig
 from pipeline.layout import Layout
 
 
@@ -106,8 +106,6 @@ class Task(ABC):
                               ) -> dict[str, Any]:
         """``model`` (a plain model config) with its DGMN modules' φ and G replaced; a
         :class:`~pipeline.config.ConfigError` when it has none to sweep."""
-        from pipeline.config.schema import ConfigError
-
         raise ConfigError(f"data.task={self.cfg.data.task!r}: this task has no DGMN module "
                           "to sweep")
 
