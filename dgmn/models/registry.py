@@ -65,8 +65,8 @@ def build_model(cfg: Mapping[str, Any] | str, /, **overrides: Any) -> nn.Module:
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         unknown = sorted(set(arguments) - set(parameters))
         if unknown:
-            raise ModelConfigError(f"unknown argument(s) {unknown} for model name={name!r}; accepted: "
-                             f"{', '.join(parameters)}")
+            raise ModelConfigError(f"unknown argument(s) {unknown} for model name={name!r}; "
+                                   f"accepted: {', '.join(parameters)}")
     try:
         return builder(**arguments)
     except DgmnError:
