@@ -30,6 +30,7 @@ from dgmn.models.registry import ModelConfigError
 from pipeline.common.cli import parse_stage_args
 from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
+from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
 from pipeline.config.schema import ConfigError, TuneSettings
@@ -79,9 +80,28 @@ def model_complexity(cfg: PipelineConfig, project_root: Path) -> tuple[float, fl
     return counts.params_m, counts.paper_gmacs
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable: one Ray Train run with this trial's φ and G."""
-    base = from_dict(config["cfg"])
+def trial_space(base: PipelineConfig, settings: TuneSettings, project_root: Path,
+                parent: dict[str, str] | None) -> dict[str, Any]:
+    """Tune's ``param_space``: the base config, the parent MLflow run and the φ × G grid.
+    Ray Tune writes it into its experiment files under the (possibly shared) Ray storage, so it
+    is redacted; the real tracking URIs reach the trials through :func:`tune.with_parameters`
+    (Ray's object store), see :func:`run_trial`."""
+    return {"cfg": redact(as_dict(base)), "project_root": str(project_root),
+            "parent": redact(parent),
+            "rates": tune.grid_search([list(r) for r in settings.rates]),
+            "groups": tune.grid_search(list(settings.groups))}
+
+
+def run_trial(config: dict[str, Any], config_uri: str | None = None,
+              parent_uri: str | None = None) -> None:
+    """Tune function trainable: one Ray Train run with this trial's φ and G. ``config_uri`` and
+    ``parent_uri`` are the unredacted ``tracking.uri`` of the base config and the parent run's
+    store (bound with :func:`tune.with_parameters`, never part of ``config``)."""
+    data = dict(config["cfg"])
+    data["tracking"] = {**data["tracking"], "uri": config_uri}
+    base = from_dict(data)
+    if config.get("parent"):
+        config = {**config, "parent": {**config["parent"], "uri": parent_uri}}
     project_root = Path(config["project_root"])
     cfg = with_rates_and_groups(base, config["rates"], config["groups"], project_root)
     tracker: Tracker | None = None
@@ -138,11 +158,11 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
         scheduler = ASHAScheduler(time_attr="iteration", max_t=base.schedule.iterations,
                                   grace_period=min(base.schedule.val_every,
                                                    base.schedule.iterations))
+    trainable = tune.with_parameters(run_trial, config_uri=base.tracking.uri,
+                                     parent_uri=parent["uri"] if parent else None)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": TRIAL_CPUS}),
-        param_space={"cfg": as_dict(base), "project_root": str(project_root), "parent": parent,
-                     "rates": tune.grid_search([list(r) for r in settings.rates]),
-                     "groups": tune.grid_search(list(settings.groups))},
+        tune.with_resources(trainable, {"cpu": TRIAL_CPUS}),
+        param_space=trial_space(base, settings, project_root, parent),
         tune_config=tune.TuneConfig(metric="metric", mode=settings.mode, scheduler=scheduler,
                                     num_samples=settings.num_samples,
                                     max_concurrent_trials=settings.max_concurrent_trials),

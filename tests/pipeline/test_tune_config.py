@@ -1,15 +1,17 @@
-"""The tune stage's start-up check of its grid (``conf/tune/phi_g.yaml``: ``tune.rates`` φ and
-``tune.groups`` G): a value the DGMN module rejects fails before data, MLflow or Ray, with one
+"""The tune stage's start-up check of its grid (``conf/tune/<profile>.yaml``: ``tune.rates`` φ
+and ``tune.groups`` G): a value the DGMN module rejects fails before data, MLflow or Ray, with one
 ``error:`` line naming the key and the value, exit status 2."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+import pipeline.tune as tune_stage
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
 from pipeline.config.schema import ConfigError
@@ -54,3 +56,46 @@ def test_tune_stage_with_a_bad_group_exits_2_before_data_mlflow_or_ray(tmp_path)
     assert len(lines) == 1 and lines[0].startswith("error: config key tune.groups=3 "), lines
     assert "must divide" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ray"] and not any(ray_tmp.iterdir())
+
+
+SECRET = "s3cr3t-pw"
+
+
+def test_trial_space_holds_no_credentials_and_trials_get_the_real_uri(monkeypatch):
+    """Ray Tune writes ``param_space`` into its experiment files under the (shared) Ray storage:
+    a credentialed ``tracking.uri`` is redacted there, and reaches the trial's MLflow run and
+    trainer unredacted through ``tune.with_parameters``."""
+    uri = f"https://dgmn:{SECRET}@mlflow.example:5000"
+    base, settings = _configs([*SMOKE, f"tracking.uri={uri}"])
+    parent = {"uri": uri, "run_id": "0123", "commit": "abc"}
+    space = tune_stage.trial_space(base, settings, PROJECT_ROOT, parent)
+    assert SECRET not in json.dumps(space, default=str)
+    assert space["cfg"]["tracking"]["uri"] == "https://***@mlflow.example:5000"
+
+    seen: dict[str, object] = {}
+
+    class FakeTracker:
+        uri, run_id = "real", "run"
+
+        def finish(self, status: str = "FINISHED") -> None:
+            seen["status"] = status
+
+    class FakeTrainer:
+        def fit(self) -> None:
+            seen["fit"] = True
+
+    def fake_open_run(store_uri, *args, **kwargs):
+        seen["store_uri"] = store_uri
+        return FakeTracker()
+
+    def fake_make_trainer(cfg, *args, **kwargs):
+        seen["cfg_uri"] = cfg.tracking.uri
+        return FakeTrainer()
+
+    monkeypatch.setattr(tune_stage, "open_run", fake_open_run)
+    monkeypatch.setattr(tune_stage, "make_trainer", fake_make_trainer)
+    monkeypatch.setattr(tune_stage, "run_key", lambda cfg, root: "key")  # no dataset here
+    monkeypatch.setattr(tune_stage, "TuneReportCallback", lambda: None)  # no Tune session
+    trial = {**space, "rates": list(settings.rates[0]), "groups": settings.groups[0]}
+    tune_stage.run_trial(trial, config_uri=base.tracking.uri, parent_uri=parent["uri"])
+    assert seen == {"store_uri": uri, "cfg_uri": uri, "fit": True, "status": "FINISHED"}
