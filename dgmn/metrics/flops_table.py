@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import torch
 
+from dgmn._io import atomic_write_bytes
 from dgmn.metrics.complexity import count_complexity
 from dgmn.models.detection import mask_rcnn_totals
 from dgmn.nn import build_context_module
@@ -153,15 +153,6 @@ def format_coco_markdown(rows: Sequence[CocoRow], image_size: tuple[int, int] | 
     return "\n".join(lines)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=512)
@@ -187,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_coco_markdown(totals, (height, width)))
         data["coco_totals"] = [asdict(r) for r in totals]
     if args.json is not None:
-        _write_json(args.json, data)
+        atomic_write_bytes(args.json, (json.dumps(data, indent=2) + "\n").encode())
     return 0
 
 

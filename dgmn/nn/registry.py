@@ -7,11 +7,12 @@ module does not import the others.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
+
+from dgmn._imports import import_target
 
 CONTEXT_MODULES: dict[str, str] = {
     "dgmn": "dgmn.nn.dgmn:DGMN",
@@ -37,8 +38,7 @@ def context_module_class(name: str) -> Callable[..., nn.Module]:
     except KeyError:
         known = ", ".join(sorted(CONTEXT_MODULES))
         raise ValueError(f"unknown context module name={name!r}; known: {known}") from None
-    module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return import_target(target)
 
 
 def build_context_module(name: str, in_channels: int, **kwargs: Any) -> nn.Module:
