@@ -7,3 +7,10 @@ def check_positive_int(name: str, value: object) -> None:
     """``ValueError`` naming ``name`` unless ``value`` is an ``int`` > 0 (``bool`` is not)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
+
+
+def check_probability(name: str, value: object) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` is a real number in ``[0, 1)`` (a dropout
+    probability; ``bool`` is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a float in [0, 1), got {name}={value!r}")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-from dgmn._checks import check_positive_int
+from dgmn._checks import check_positive_int, check_probability
 
 __all__ = ["ASPP"]
 
@@ -80,9 +80,7 @@ class ASPP(nn.Module):
             raise ValueError(f"rates must be a non-empty sequence of positive ints, got {rates=}")
         for rate in rates:
             check_positive_int("rates", rate)
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got dropout={dropout!r}")
+        check_probability("dropout", dropout)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.rates = rates

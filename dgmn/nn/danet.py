@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
-from dgmn._checks import check_positive_int
+from dgmn._checks import check_positive_int, check_probability
 
 __all__ = ["ChannelAttention", "DualAttention", "PositionAttention"]
 
@@ -94,9 +94,7 @@ class DualAttention(nn.Module):
         if inter_channels // reduction < 1:
             raise ValueError(f"inter_channels={inter_channels} is too small for "
                              f"reduction={reduction} (no query/key channels left)")
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a float in [0, 1), got dropout={dropout!r}")
+        check_probability("dropout", dropout)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.inter_channels = inter_channels
