@@ -71,17 +71,38 @@ _MASK_RCNN_KWARGS: frozenset[str] = frozenset(
 InsertArg = str | Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 
+def _preset(name: str) -> list[dict[str, Any]]:
+    try:
+        return copy.deepcopy(list(MASK_RCNN_PRESETS[name]))
+    except KeyError:
+        raise ValueError(f"unknown insert preset insert={name!r}; known presets: "
+                         f"{', '.join(MASK_RCNN_PRESETS)} (or give a spec mapping)") from None
+
+
 def resolve_insert(insert: InsertArg) -> list[dict[str, Any]]:
-    """Turn a preset name (:data:`MASK_RCNN_PRESETS`), a spec or a list of specs into specs."""
+    """Turn an insertion argument into specs: a preset name (:data:`MASK_RCNN_PRESETS`); a
+    preset with module arguments changed, ``{"preset": "dgmn_c5", "kwargs": {"rates": [1, 4, 8]}}``
+    (the presets stay the one definition of the paper's placements and module settings; a table
+    row states only what it varies); a spec; or a list of those."""
     if isinstance(insert, str):
-        try:
-            return copy.deepcopy(list(MASK_RCNN_PRESETS[insert]))
-        except KeyError:
-            raise ValueError(f"unknown insert preset insert={insert!r}; known presets: "
-                             f"{', '.join(MASK_RCNN_PRESETS)} (or give a spec mapping)") from None
+        return _preset(insert)
     if insert is None:
         return []
-    return [dict(spec) for spec in ([insert] if isinstance(insert, Mapping) else insert)]
+    specs: list[dict[str, Any]] = []
+    for item in [insert] if isinstance(insert, Mapping) else insert:
+        if isinstance(item, str):
+            specs += _preset(item)
+        elif "preset" in item:
+            unknown = set(item) - {"preset", "kwargs"}
+            if unknown:
+                raise ValueError(f"insert={dict(item)!r}: a preset takes only 'kwargs' besides "
+                                 f"its name, got {sorted(unknown)}")
+            changes = dict(item.get("kwargs") or {})
+            specs += [{**spec, "kwargs": {**spec.get("kwargs", {}), **changes}}
+                      for spec in _preset(item["preset"])]
+        else:
+            specs.append(dict(item))
+    return specs
 
 
 def build_mask_rcnn(backbone: str = "resnet50", num_classes: int = 81, insert: InsertArg = None,
@@ -93,9 +114,10 @@ def build_mask_rcnn(backbone: str = "resnet50", num_classes: int = 81, insert: I
     Args:
         backbone: ``resnet50``, ``resnet101``, ``resnext101_32x8d`` or ``resnet_tiny``.
         num_classes: K + 1 (background included; 81 for COCO with contiguous labels).
-        insert: a preset name of :data:`MASK_RCNN_PRESETS` (e.g. ``"dgmn_c5"``), a spec
-            ``{"module": "dgmn", "at": "c5", "kwargs": {"rates": [1, 4, 8, 12]}}``, a list of
-            specs, or ``None``. See :mod:`dgmn.models.insertion` for the points.
+        insert: a preset name of :data:`MASK_RCNN_PRESETS` (e.g. ``"dgmn_c5"``), a preset
+            with changed module arguments (``{"preset": "dgmn_c5", "kwargs": {"groups": 2}}``),
+            a spec ``{"module": "dgmn", "at": "c5", "kwargs": {"rates": [1, 4, 8, 12]}}``, a
+            list of those, or ``None``. See :mod:`dgmn.models.insertion` for the points.
         weights: backbone weights, ``None`` | ``"imagenet"`` | local state dict path.
         frozen_bn: backbone BNs as :class:`~torchvision.ops.FrozenBatchNorm2d` (the paper,
             which fine-tunes ImageNet weights) or trainable ``BatchNorm2d``. Default (``None``):

@@ -15,9 +15,13 @@ from torchvision.transforms import v2
 from dgmn.data.coco import CocoInstances, collate_detection
 from dgmn.metrics.coco import evaluate_coco, write_coco_results
 from dgmn.models import build_model
+from dgmn.models.detection import resolve_insert
 from pipeline.config.schema import ConfigError
 from pipeline.evaluation.inference import detection_results
 from pipeline.tasks.base import Task, distributed
+
+#: Inserted modules whose φ and G a sweep sets: the DGMN and its reduced (res4) form.
+SWEEPABLE_MODULES = ("dgmn", "dgmn_reduced")
 
 
 class DetectionTask(Task):
@@ -56,15 +60,19 @@ class DetectionTask(Task):
 
     def with_rates_and_groups(self, model: dict[str, Any], rates: Sequence[int], groups: int
                               ) -> dict[str, Any]:
-        """Every inserted DGMN spec gets φ and G."""
-        specs = model.get("insert")
-        specs = specs if isinstance(specs, list) else [specs]
-        if not any(isinstance(s, dict) and s.get("module") == "dgmn" for s in specs):
-            raise ConfigError(f"tune.base_experiment={self.cfg.experiment.name!r}: insert must "
-                              "be a DGMN spec mapping to sweep φ and G")
+        """Every inserted DGMN module (``dgmn`` or the reduced ``dgmn_reduced``) gets φ and G;
+        presets are expanded to their specs first (:func:`dgmn.models.detection.resolve_insert`)."""
+        try:
+            specs = resolve_insert(model.get("insert"))
+        except ValueError as exc:
+            raise ConfigError(f"model.insert: {exc}") from None
+        if not any(spec.get("module") in SWEEPABLE_MODULES for spec in specs):
+            raise ConfigError(f"tune.base_experiment={self.cfg.experiment.name!r}: model.insert "
+                              f"has no {' or '.join(SWEEPABLE_MODULES)} module to sweep φ and G")
         specs = [{**spec, "kwargs": {**spec.get("kwargs", {}), "rates": list(rates),
-                                     "groups": groups}} for spec in specs]
-        return {**model, "insert": specs if len(specs) > 1 else specs[0]}
+                                     "groups": groups}}
+                 if spec.get("module") in SWEEPABLE_MODULES else spec for spec in specs]
+        return {**model, "insert": specs}
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device
              ) -> tuple[Tensor, dict[str, float]]:
