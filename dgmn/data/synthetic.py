@@ -1,4 +1,4 @@
-"""The rule of the embedded synthetic datasets (the files are written by ``pipeline.synthetic``).
+"""The rule of the embedded synthetic datasets (the files are written by ``pipeline.data.synthetic``).
 
 Long-range context is what the paper's method is about, so both synthetic datasets contain
 *context pairs*: two classes drawn with the same shapes and the same texture, told apart only by a

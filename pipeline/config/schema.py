@@ -50,11 +50,8 @@ class DataSettings:
     loader_workers: int = 4
     min_size: int = 800
     max_size: int = 1333
-    subset_images: int | None = None  # preprocess only the first N images per split (CI)
 
     def __post_init__(self) -> None:
-        _require(self.subset_images is None or self.subset_images > 0, "data.subset_images",
-                 self.subset_images, "must be null or > 0")
         _require(self.name in DATASETS, "data.name", self.name,
                  f"must be one of {sorted(DATASETS)}")
         entry = DATASETS[self.name]
@@ -171,6 +168,51 @@ class TuneSettings:
 
 
 @dataclass
+class FetchSettings:
+    """How the fetch stage gets the real archives (the synthetic data needs none of it).
+
+    Relative paths are taken from the project root; ``archives_dir`` null means
+    ``data/archives/<dataset>``, ``checksums`` null the packaged ``pipeline/data/checksums.yaml``.
+    """
+
+    archives_dir: str | None = None
+    download: bool = True  # false: the archives must already be in archives_dir
+    mirror: str | None = None  # a base URL replacing the official COCO host
+    keep_archives: bool = True
+    force: bool = False  # rebuild the raw root even if its fetch_info.json matches
+    retries: int = 3
+    timeout: float = 60.0
+    checksums: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.retries >= 0, "fetch.retries", self.retries, ">= 0")
+        _require(self.timeout > 0, "fetch.timeout", self.timeout, "> 0")
+
+
+@dataclass
+class PreprocessSettings:
+    """What the preprocess stage keeps of a fetched dataset."""
+
+    splits: list[str] = field(default_factory=lambda: ["train", "val"])
+    max_images: int | None = None  # the first N images of each split (sorted), e.g. for CI
+    crop: list[int] | None = None  # Cityscapes: centre crop [H, W] of images and labels
+    categories: list[str] | None = None  # COCO: keep only these category names
+    crowd: str = "keep"  # COCO: keep or drop iscrowd=1 annotations
+    drop_empty: bool = False  # COCO: drop images without non-crowd annotations
+    link_images: bool = True  # hard-link unchanged images (copy where impossible)
+    verify_images: bool = True  # decode every image fully (finds corrupt files)
+
+    def __post_init__(self) -> None:
+        _require(len(self.splits) > 0, "preprocess.splits", self.splits, "must not be empty")
+        _require(self.max_images is None or self.max_images > 0, "preprocess.max_images",
+                 self.max_images, "must be null or > 0")
+        _require(self.crop is None or (len(self.crop) == 2 and min(self.crop) > 0),
+                 "preprocess.crop", self.crop, "must be null or two positive sizes [H, W]")
+        _require(self.crowd in ("keep", "drop"), "preprocess.crowd", self.crowd,
+                 "must be 'keep' or 'drop'")
+
+
+@dataclass
 class EvaluateSettings:
     """Evaluation: multi-scale + flip inference, latency, what to keep for the report."""
 
@@ -227,6 +269,8 @@ class PipelineConfig:
     model: dict[str, Any] = field(default_factory=dict)
     model_overrides: dict[str, Any] = field(default_factory=dict)
     synthetic: dict[str, Any] = field(default_factory=dict)  # generator sizes per dataset name
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)

@@ -33,11 +33,11 @@ from pipeline.layout import Layout
 IDENTITY_FILE = "dgmn-run-identity.json"
 
 #: Config sections that never reach the training loop: where files go, tracking, the sweep's own
-#: settings, the experiment's table/row labels, the later stages, the synthetic generator (its
-#: effect is in the data digest) and the profile's model overrides (already merged into
-#: ``model``).
+#: settings, the experiment's table/row labels, the later stages, the data stages' settings and
+#: the synthetic generator (their effect is in the data digest) and the profile's model
+#: overrides (already merged into ``model``).
 _NOT_SHAPING_SECTIONS = ("paths", "tracking", "tune", "experiment", "evaluate", "report",
-                         "synthetic", "model_overrides")
+                         "synthetic", "fetch", "preprocess", "model_overrides")
 #: Keys that change how a run is executed, not what it computes: the cluster to join, retries,
 #: the local Ray size, loader processes (batches are a function of seed and iteration,
 #: :mod:`pipeline.training.batches`).

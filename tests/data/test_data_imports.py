@@ -17,7 +17,7 @@ def _top_level_modules_after(code: str) -> set[str]:
 
 
 def test_data_stages_do_not_import_torch():
-    loaded = _top_level_modules_after("import pipeline.fetch, pipeline.preprocess")
+    loaded = _top_level_modules_after("import pipeline.data.fetch, pipeline.data.preprocess")
     assert "pipeline" in loaded
     assert not loaded & {"torch", "torchvision"}
 

@@ -18,7 +18,7 @@ from pipeline.config.compose import PROJECT_ROOT
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 #: dvc.yaml stage → the module its command runs.
-STAGE_MODULES = {"fetch": "pipeline.dataset", "preprocess": "pipeline.dataset",
+STAGE_MODULES = {"fetch": "pipeline.data.__main__", "preprocess": "pipeline.data.__main__",
                  "train": "pipeline.train", "evaluate": "pipeline.evaluate",
                  "tune": "pipeline.tune", "report": "pipeline.report"}
 CODE_ROOTS = ("dgmn", "pipeline")

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from pipeline.config import load_config
+from pipeline.data.fetch import FetchConfig
+from pipeline.data.fetch import run as fetch
+from pipeline.data.preprocess import PreprocessConfig
+from pipeline.data.preprocess import run as preprocess
+from pipeline.data.synthetic.coco import SyntheticCocoConfig
 from pipeline.evaluate import evaluate
-from pipeline.fetch import FetchConfig
-from pipeline.fetch import run as fetch
-from pipeline.preprocess import PreprocessConfig
-from pipeline.preprocess import run as preprocess
-from pipeline.synthetic.coco import SyntheticCocoConfig
 from pipeline.tasks.registry import build_task
 
 

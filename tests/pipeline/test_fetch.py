@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import fetch
 from pipeline.common.archive import extract_zip
 from pipeline.common.download import download
-from pipeline.common.errors import StageError
-from pipeline.synthetic import SyntheticCocoConfig, generate_coco
+from pipeline.common.errors import StageError, run_stage
+from pipeline.data import fetch, stage
+from pipeline.data.synthetic import SyntheticCocoConfig, generate_coco
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB, not compressible to nothing
 
@@ -205,6 +205,11 @@ def _coco_cfg(tmp_path: Path, mirror: str, checksums: Path, **kw) -> fetch.Fetch
                              checksums=checksums, progress=False, retry_wait=0, **kw)
 
 
+def _fetch_stage(data: str, *overrides: str) -> int:
+    """``python -m pipeline.data fetch <data> overrides…`` in this process; its exit status."""
+    return run_stage(stage.main, ["fetch", data, *overrides])
+
+
 def test_fetch_coco2017_from_mirror(tmp_path, http_server, coco_mirror):
     root = fetch.run(_coco_cfg(tmp_path, http_server.url, coco_mirror))
     assert sorted(p.name for p in root.iterdir()) == [
@@ -239,9 +244,10 @@ def test_fetch_coco2017_wrong_md5_exits_2(tmp_path, http_server, coco_mirror, ca
     doc["coco2017"]["archives"][1]["md5"] = "f" * 32
     coco_mirror.write_text(yaml.safe_dump(doc))
     root = tmp_path / "raw" / "coco2017"
-    rc = fetch.main(["--dataset", "coco2017", "--root", str(root), "--archives-dir",
-                     str(tmp_path / "archives"), "--mirror", http_server.url,
-                     "--checksums", str(coco_mirror), "--no-progress", "--retries", "0"])
+    rc = _fetch_stage("coco", "data.source=real", f"paths.raw={tmp_path / 'raw'}",
+                      f"fetch.archives_dir={tmp_path / 'archives'}",
+                      f"fetch.mirror={http_server.url}", f"fetch.checksums={coco_mirror}",
+                      "fetch.retries=0")
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert err[-1].startswith("error: ") and "val2017.zip" in err[-1] and "MD5" in err[-1]
@@ -252,9 +258,10 @@ def test_fetch_coco2017_wrong_md5_exits_2(tmp_path, http_server, coco_mirror, ca
 def test_fetch_coco2017_http_error_exits_2(tmp_path, http_server, coco_mirror, capsys, status):
     http_server.served.status["/annotations/annotations_trainval2017.zip"] = status
     root = tmp_path / "raw" / "coco2017"
-    rc = fetch.main(["--dataset", "coco2017", "--root", str(root), "--archives-dir",
-                     str(tmp_path / "archives"), "--mirror", http_server.url,
-                     "--checksums", str(coco_mirror), "--no-progress", "--retries", "0"])
+    rc = _fetch_stage("coco", "data.source=real", f"paths.raw={tmp_path / 'raw'}",
+                      f"fetch.archives_dir={tmp_path / 'archives'}",
+                      f"fetch.mirror={http_server.url}", f"fetch.checksums={coco_mirror}",
+                      "fetch.retries=0")
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2
     assert f"HTTP {status}" in last and "annotations_trainval2017.zip" in last
@@ -286,29 +293,46 @@ def test_fetch_coco2017_offline_needs_archives(tmp_path, coco_mirror):
 # --------------------------------------------------------------------------- synthetic via the CLI
 
 
-def test_fetch_synthetic_cli_and_up_to_date(tmp_path, capsys):
-    root = tmp_path / "raw" / "synthetic_cityscapes"
-    argv = ["--root", str(root), "--no-progress", "--num-train", "2", "--num-val", "2",
-            "--set", "height=64", "--set", "width=128", "--seed", "3"]
-    assert fetch.main(argv) == 0
-    assert capsys.readouterr().out.strip() == str(root)
+def test_fetch_synthetic_stage_and_up_to_date(tmp_path, capsys):
+    root = tmp_path / "raw" / "cityscapes"
+    overrides = ["profile=smoke", f"paths.raw={tmp_path / 'raw'}",
+                 "synthetic.cityscapes.num_train=2", "synthetic.cityscapes.num_val=2",
+                 "+synthetic.cityscapes.seed=3"]
+    assert _fetch_stage("cityscapes", *overrides) == 0
+    assert capsys.readouterr().out.strip() == f"fetch: {root}"
     images = sorted((root / "leftImg8bit").rglob("*.png"))
     assert len(images) == 4
     info = json.loads((root / "fetch_info.json").read_text())
     assert info["request"]["generator"]["seed"] == 3
-    assert info["request"]["generator"]["height"] == 64
+    assert info["request"]["generator"]["height"] == 64  # the smoke profile's size
     mtime = images[0].stat().st_mtime_ns
-    assert fetch.main(argv) == 0
+    assert _fetch_stage("cityscapes", *overrides) == 0
     assert images[0].stat().st_mtime_ns == mtime  # up to date: untouched
-    assert fetch.main([*argv, "--force"]) == 0
+    assert _fetch_stage("cityscapes", *overrides, "fetch.force=true") == 0
     assert images[0].stat().st_mtime_ns != mtime
     assert _leftovers(root.parent) == []
 
 
-def test_fetch_bad_override_exits_2(tmp_path, capsys):
-    rc = fetch.main(["--root", str(tmp_path / "r"), "--set", "colour=red"])
+def test_fetch_unknown_generator_field_exits_2(tmp_path, capsys):
+    rc = _fetch_stage("cityscapes", "profile=smoke", f"paths.raw={tmp_path / 'raw'}",
+                      "+synthetic.cityscapes.colour=red")
     assert rc == 2
-    assert "colour=red" in capsys.readouterr().err
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "synthetic.cityscapes" in last and "colour" in last
+    assert not (tmp_path / "raw").exists()
+
+
+def test_fetch_settings_reach_the_request(tmp_path):
+    """conf/fetch/ values (paths from the project root) reach the stage's FetchConfig."""
+    cfg = stage.load_config(["experiment=table2/maskrcnn", "data.source=real",
+                             "fetch.archives_dir=zips", "fetch.download=false",
+                             "fetch.mirror=http://127.0.0.1:9", "fetch.retries=0"])
+    request = stage.fetch_config(cfg, project_root=tmp_path)
+    assert request.dataset == "coco2017" and request.root == tmp_path / "data/raw/coco2017"
+    assert request.archives_dir == tmp_path / "zips" and request.checksums is None
+    assert (request.download, request.mirror, request.retries) == (False, "http://127.0.0.1:9", 0)
+    default = stage.fetch_config(stage.load_config(["experiment=table2/maskrcnn"]), tmp_path)
+    assert default.archives_dir == tmp_path / "data/archives/coco2017"
 
 
 def test_fetch_unknown_dataset():

@@ -15,10 +15,10 @@ import pytest
 import requests
 import yaml
 
-from pipeline import fetch
 from pipeline.common.config import to_jsonable
-from pipeline.common.errors import StageError
-from pipeline.synthetic import SyntheticCityscapesConfig, generate_cityscapes
+from pipeline.common.errors import StageError, run_stage
+from pipeline.data import fetch, stage
+from pipeline.data.synthetic import SyntheticCityscapesConfig, generate_cityscapes
 
 SITE = "https://www.cityscapes-dataset.com"
 USER, PASSWORD = "alice@example.org", "s3cr3t-Pa55-w0rd"
@@ -169,12 +169,17 @@ def test_download_with_cityscapesscripts_credentials_file(tmp_path, archives, si
     assert PASSWORD.encode() in next(r for r in site.requests if r["method"] == "POST")["body"]
 
 
+def _fetch_main(tmp_path: Path, checksums: Path) -> int:
+    """``python -m pipeline.data fetch cityscapes`` of the real data, in this process."""
+    return run_stage(stage.main, [
+        "fetch", "cityscapes", "data.source=real", f"paths.raw={tmp_path / 'raw'}",
+        f"fetch.archives_dir={tmp_path / 'downloads'}", f"fetch.checksums={checksums}"])
+
+
 def test_bad_credentials(tmp_path, archives, site, monkeypatch, capsys):
     monkeypatch.setenv("CITYSCAPES_USERNAME", USER)
     monkeypatch.setenv("CITYSCAPES_PASSWORD", "wrong-" + PASSWORD)
-    rc = fetch.main(["--dataset", "cityscapes", "--root", str(tmp_path / "raw" / "cityscapes"),
-                     "--archives-dir", str(tmp_path / "downloads"),
-                     "--checksums", str(archives[1]), "--no-progress"])
+    rc = _fetch_main(tmp_path, archives[1])
     err = capsys.readouterr().err
     assert rc == 2
     assert "Cityscapes login" in err and "failed" in err
@@ -226,12 +231,6 @@ def test_config_has_no_credential_fields():
 
 
 # --------------------------------------------------------------------------- recovery (issue 10)
-
-
-def _fetch_main(tmp_path: Path, checksums: Path) -> int:
-    return fetch.main(["--dataset", "cityscapes", "--root", str(tmp_path / "raw" / "cityscapes"),
-                       "--archives-dir", str(tmp_path / "downloads"),
-                       "--checksums", str(checksums), "--no-progress"])
 
 
 def _gt_ranges(site) -> list[str | None]:

@@ -14,11 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import fetch
+from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_directory, atomic_write_json, remove_leftovers
+from pipeline.data import stage
 
 PROJECT = Path(__file__).resolve().parents[2]
-GENERATOR = ["--no-progress", "--set", "height=64", "--set", "width=128", "--num-val", "0"]
+
+
+def _fetch_argv(raw: Path, num_train: int) -> list[str]:
+    """``pipeline.data`` arguments: the smoke profile's synthetic Cityscapes under ``raw``."""
+    return ["fetch", "cityscapes", "profile=smoke", f"paths.raw={raw}",
+            f"synthetic.cityscapes.num_train={num_train}", "synthetic.cityscapes.num_val=0"]
 
 
 def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -44,14 +50,14 @@ def _killed_inside_atomic_directory(final: Path) -> None:
 
 
 def test_killed_stage_leftovers_removed_at_next_stage_start(tmp_path):
-    root = tmp_path / "raw" / "synthetic_cityscapes"
-    argv = ["--root", str(root), "--num-train", "1", *GENERATOR]
-    assert fetch.main(argv) == 0
+    root = tmp_path / "raw" / "cityscapes"
+    argv = _fetch_argv(root.parent, 1)
+    assert run_stage(stage.main, argv) == 0
     _killed_inside_atomic_directory(root)
     (left,) = [n for n in _temporaries(root) if ".tmp-" in n]
     assert (root.parent / left / "half.bin").is_file()
     # an up-to-date rerun does no work, but still clears what the killed run left
-    assert fetch.main(argv) == 0
+    assert run_stage(stage.main, argv) == 0
     assert _temporaries(root) == []
     assert json.loads((root / "fetch_info.json").read_text())["images_per_split"]["train"] == 1
 
@@ -108,10 +114,10 @@ def test_live_writer_temporary_is_never_removed(tmp_path):
 def test_signal_during_stage_cleans_up(tmp_path, sig, status, line):
     """SIGTERM (a CI cancel, ``timeout``) unwinds like Ctrl-C: the temporary tree is deleted,
     one line, exit status 128 + signal number."""
-    root = tmp_path / "raw" / "synthetic_cityscapes"
+    root = tmp_path / "raw" / "cityscapes"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.fetch", "--root", str(root), "--num-train", "2000",
-         *GENERATOR], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "pipeline.data", *_fetch_argv(root.parent, 2000)], cwd=PROJECT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not (root.parent.is_dir() and _temporaries(root)):

@@ -18,9 +18,9 @@ from PIL import Image
 from dgmn.data.cityscapes import CityscapesSegmentation
 from dgmn.data.coco import CocoInstances
 from dgmn.data.labels import label_id_to_train_id
-from pipeline import preprocess
-from pipeline.common.errors import StageError
-from pipeline.synthetic import (
+from pipeline.common.errors import StageError, run_stage
+from pipeline.data import preprocess
+from pipeline.data.synthetic import (
     SyntheticCityscapesConfig,
     SyntheticCocoConfig,
     generate_cityscapes,
@@ -321,8 +321,7 @@ COCO_CASES = [_coco_corrupt_jpeg, _coco_invalid_json, _coco_incomplete_json, _co
 def _run_bad(dataset: str, raw: Path, tmp_path: Path, damage, capsys) -> None:
     pattern = damage(raw)
     out = tmp_path / "processed" / dataset
-    rc = preprocess.main(["--dataset", dataset, "--raw", str(raw), "--out", str(out),
-                          "--no-progress"])
+    rc = run_stage(preprocess.run, _cfg(dataset, raw, tmp_path))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len([line for line in err if line.startswith("error:")]) == 1
@@ -359,8 +358,7 @@ def test_coco_file_name_outside_the_dataset_is_refused(coco_raw, tmp_path, capsy
             "backslash": "..\\elsewhere\\planted.jpg"}[form]
     _edit_json(ann, lambda d: d["images"][0].update(file_name=name))
     out = tmp_path / "processed" / "synthetic_coco"
-    rc = preprocess.main(["--dataset", "synthetic_coco", "--raw", str(coco_raw), "--out", str(out),
-                          "--no-progress"])
+    rc = run_stage(preprocess.run, _cfg("synthetic_coco", coco_raw, tmp_path))
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert rc == 2 and len(err) == 1
     assert re.search(rf"instances_train2017\.json: images\[0\]\.file_name: .*{re.escape(why)}",
@@ -373,7 +371,7 @@ def test_failed_rerun_keeps_previous_output(cs_raw, tmp_path, capsys):
     out = preprocess.run(_cfg("synthetic_cityscapes", cs_raw, tmp_path))
     before = (out / "manifest.json").read_bytes()
     _cs_id_outside_table(cs_raw)
-    rc = preprocess.main(["--raw", str(cs_raw), "--out", str(out), "--no-progress"])
+    rc = run_stage(preprocess.run, _cfg("synthetic_cityscapes", cs_raw, tmp_path))
     assert rc == 2
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["synthetic_cityscapes"]
@@ -383,7 +381,7 @@ def test_unknown_dataset_and_crowd_value(tmp_path):
     with pytest.raises(StageError, match="dataset 'kitti' is not one of"):
         preprocess.run(preprocess.PreprocessConfig(dataset="kitti"))
     (tmp_path / "raw").mkdir()
-    with pytest.raises(StageError, match="crowd must be 'keep' or 'drop'"):
+    with pytest.raises(StageError, match=r"config key preprocess\.crowd='maybe': must be 'keep'"):
         preprocess.run(_cfg("synthetic_coco", tmp_path / "raw", tmp_path, crowd="maybe"))
 
 

@@ -19,8 +19,8 @@ from dgmn.data import (
     segmentation_train_transform,
 )
 from dgmn.data.masks import quiet_pycocotools
-from pipeline import fetch, preprocess
-from pipeline.synthetic import SyntheticCityscapesConfig, SyntheticCocoConfig
+from pipeline.data import fetch, preprocess
+from pipeline.data.synthetic import SyntheticCityscapesConfig, SyntheticCocoConfig
 
 
 def test_cityscapes_stages_and_loader(tmp_path):

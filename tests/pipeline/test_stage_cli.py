@@ -19,8 +19,14 @@ STAGES = {
     "pipeline.evaluate": ([], "evaluate"),
     "pipeline.tune": ([], "sweep"),
     "pipeline.report": ([], "run"),
-    "pipeline.dataset": (["fetch", "cityscapes"], "fetch"),
+    "pipeline.data": (["fetch", "cityscapes"], "fetch"),
 }
+#: ``python -m`` name → the module holding ``main`` where it is a package's ``__main__``.
+MAIN_MODULES = {"pipeline.data": "pipeline.data.stage"}
+
+
+def _stage_module(stage: str):
+    return importlib.import_module(MAIN_MODULES.get(stage, stage))
 
 
 def _refuse_work(monkeypatch: pytest.MonkeyPatch, module, name: str) -> None:
@@ -38,7 +44,7 @@ def test_config_groups_are_read_from_conf():
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_help_lists_every_config_group_and_its_options(stage, capsys):
-    module = importlib.import_module(stage)
+    module = _stage_module(stage)
     assert run_stage(module.main, ["--help"]) == 0
     out = capsys.readouterr().out
     assert f"python -m {stage}" in out and "--cfg" in out
@@ -49,7 +55,7 @@ def test_help_lists_every_config_group_and_its_options(stage, capsys):
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_cfg_job_prints_the_redacted_config_and_does_no_work(stage, capsys, monkeypatch):
-    module = importlib.import_module(stage)
+    module = _stage_module(stage)
     positionals, work = STAGES[stage]
     _refuse_work(monkeypatch, module, work)
     argv = [*positionals, "profile=smoke", "schedule.lr=0.125",
@@ -59,7 +65,7 @@ def test_cfg_job_prints_the_redacted_config_and_does_no_work(stage, capsys, monk
     cfg = yaml.safe_load(captured.out)
     assert cfg["profile"] == "smoke" and cfg["schedule"]["lr"] == 0.125
     assert "s3cret" not in captured.out and cfg["tracking"]["uri"].startswith("https://")
-    if stage == "pipeline.dataset":  # the positional picks an experiment reading that data
+    if stage == "pipeline.data":  # the positional picks an experiment reading that data
         assert cfg["data"]["name"] == "cityscapes"
 
 
@@ -67,7 +73,7 @@ def test_cfg_job_prints_the_redacted_config_and_does_no_work(stage, capsys, monk
 @pytest.mark.parametrize("bad", [["schedule.no_such_key=1"], ["no_such_group=x"],
                                  ["--no-such-flag"], ["not-an-override"]])
 def test_unknown_key_or_flag_is_one_error_line_exit_2(stage, bad, capsys, monkeypatch):
-    module = importlib.import_module(stage)
+    module = _stage_module(stage)
     positionals, work = STAGES[stage]
     _refuse_work(monkeypatch, module, work)
     assert run_stage(module.main, [*positionals, *bad, "--cfg", "job"]) == 2
@@ -79,6 +85,6 @@ def test_unknown_key_or_flag_is_one_error_line_exit_2(stage, bad, capsys, monkey
 
 
 def test_dataset_stage_refuses_an_unknown_data_name(capsys):
-    module = importlib.import_module("pipeline.dataset")
+    module = _stage_module("pipeline.data")
     assert run_stage(module.main, ["fetch", "imagenet"]) == 2
     assert "imagenet" in capsys.readouterr().err

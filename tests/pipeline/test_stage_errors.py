@@ -16,9 +16,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline import fetch, preprocess
 from pipeline.common import archive, download
-from pipeline.synthetic import SyntheticCityscapesConfig, SyntheticCocoConfig, generate_coco
+from pipeline.common.errors import run_stage
+from pipeline.data import fetch
+from pipeline.data import stage as data_stage
+from pipeline.data.synthetic import SyntheticCityscapesConfig, SyntheticCocoConfig, generate_coco
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -113,10 +115,15 @@ def coco_mirror(tmp_path, http_server, zip_tree, md5) -> Path:
     return checksums
 
 
+def _data_stage(*argv: str) -> int:
+    """``python -m pipeline.data argv…`` in this process; its exit status."""
+    return run_stage(data_stage.main, list(argv))
+
+
 def _fetch_coco(tmp_path: Path, checksums: Path) -> int:
-    return fetch.main(["--dataset", "coco2017", "--root", str(tmp_path / "raw" / "coco2017"),
-                       "--archives-dir", str(tmp_path / "archives"), "--checksums",
-                       str(checksums), "--no-progress", "--retries", "2"])
+    return _data_stage("fetch", "coco", "data.source=real", f"paths.raw={tmp_path / 'raw'}",
+                       f"fetch.archives_dir={tmp_path / 'archives'}",
+                       f"fetch.checksums={checksums}", "fetch.retries=2")
 
 
 def test_disk_full_during_download(tmp_path, http_server, coco_mirror, monkeypatch, capsys):
@@ -142,9 +149,9 @@ def test_disk_full_during_extraction(tmp_path, coco_mirror, monkeypatch, capsys)
 
 def test_disk_full_during_synthetic_fetch(tmp_path, monkeypatch, capsys):
     _disk_full_after_saves(monkeypatch, saves=3)
-    root = tmp_path / "raw" / "synthetic_cityscapes"
-    rc = fetch.main(["--root", str(root), "--no-progress", "--num-train", "2", "--num-val", "2",
-                     "--set", "height=64", "--set", "width=128"])
+    root = tmp_path / "raw" / "cityscapes"
+    rc = _data_stage("fetch", "cityscapes", "profile=smoke", f"paths.raw={tmp_path / 'raw'}",
+                     "synthetic.cityscapes.num_train=2", "synthetic.cityscapes.num_val=2")
     assert rc == 2
     assert _one_error_line(capsys) == \
         f"error: {root}: no space left on device (writing synthetic_cityscapes)"
@@ -152,13 +159,14 @@ def test_disk_full_during_synthetic_fetch(tmp_path, monkeypatch, capsys):
 
 
 def test_disk_full_during_preprocess(tmp_path, monkeypatch, capsys):
-    raw = fetch.run(fetch.FetchConfig(
-        dataset="synthetic_cityscapes", root=tmp_path / "raw", progress=False,
+    fetch.run(fetch.FetchConfig(
+        dataset="synthetic_cityscapes", root=tmp_path / "raw" / "cityscapes", progress=False,
         synthetic_cityscapes=SyntheticCityscapesConfig(height=64, width=128, num_train=2,
                                                        num_val=1, extra_gt_files=False)))
     _disk_full_after_saves(monkeypatch, saves=1)  # the second trainIds PNG does not fit
-    out = tmp_path / "processed" / "synthetic_cityscapes"
-    rc = preprocess.main(["--raw", str(raw), "--out", str(out), "--no-progress"])
+    out = tmp_path / "processed" / "cityscapes"
+    rc = _data_stage("preprocess", "cityscapes", "profile=smoke", f"paths.raw={tmp_path / 'raw'}",
+                     f"paths.processed={tmp_path / 'processed'}")
     assert rc == 2
     assert _one_error_line(capsys) == (f"error: {out}: no space left on device "
                                        f"(writing the preprocessed synthetic_cityscapes)")

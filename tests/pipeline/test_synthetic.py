@@ -20,15 +20,15 @@ from dgmn.data.labels import label_id_of, label_id_to_train_id
 from dgmn.data.masks import quiet_pycocotools
 from pipeline.common.errors import StageError
 from pipeline.config import load_config
-from pipeline.dataset import fetch_config
-from pipeline.synthetic import (
+from pipeline.data.stage import fetch_config
+from pipeline.data.synthetic import (
     SyntheticCityscapesConfig,
     SyntheticCocoConfig,
     generate_cityscapes,
     generate_coco,
 )
-from pipeline.synthetic import cityscapes as syn_cs
-from pipeline.synthetic import coco as syn_coco
+from pipeline.data.synthetic import cityscapes as syn_cs
+from pipeline.data.synthetic import coco as syn_coco
 
 CS_NAME = re.compile(r"^(?P<city>[a-z]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_(?P<kind>.+)$")
 

@@ -25,12 +25,12 @@ from ray import cloudpickle
 from pipeline.common.manifest import MANIFEST, write_manifest
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT
+from pipeline.data.fetch import FetchConfig
+from pipeline.data.fetch import run as fetch
+from pipeline.data.preprocess import PreprocessConfig
+from pipeline.data.preprocess import run as preprocess
+from pipeline.data.synthetic.cityscapes import SyntheticCityscapesConfig
 from pipeline.evaluate import evaluate
-from pipeline.fetch import FetchConfig
-from pipeline.fetch import run as fetch
-from pipeline.preprocess import PreprocessConfig
-from pipeline.preprocess import run as preprocess
-from pipeline.synthetic.cityscapes import SyntheticCityscapesConfig
 from pipeline.tasks import registry as task_registry
 from pipeline.tasks.segmentation import SegmentationTask
 from pipeline.train import run_lock, train

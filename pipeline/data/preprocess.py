@@ -22,16 +22,12 @@ Both write ``<out>/manifest.json`` (:mod:`pipeline.common.manifest`): config, so
 per-split counts, and a sha256 per file. Every image and label is decoded and checked first; any
 problem stops the stage with one error naming the file, and nothing is written under ``<out>``.
 
-Usage::
-
-    python -m pipeline.preprocess --dataset synthetic_cityscapes
-    python -m pipeline.preprocess --dataset cityscapes --max-images 4 --crop 256x512 --out /tmp/ci
-    python -m pipeline.preprocess --dataset coco2017 --categories person,car --crowd drop
+The stage is ``python -m pipeline.data preprocess <data> [key=value …]``
+(:mod:`pipeline.data.stage`), configured by ``conf/preprocess/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -51,7 +47,7 @@ from dgmn.data.errors import DatasetError
 from dgmn.data.io import check_same_size, image_size, read_label, read_rgb
 from dgmn.data.paths import confined_path
 from pipeline.common.config import to_jsonable
-from pipeline.common.errors import StageError, run_stage
+from pipeline.common.errors import StageError
 from pipeline.common.fs import (
     atomic_directory,
     link_or_copy,
@@ -59,29 +55,23 @@ from pipeline.common.fs import (
 )
 from pipeline.common.manifest import FETCH_INFO, MANIFEST, write_manifest
 from pipeline.common.progress import progress_bar
+from pipeline.config.schema import PreprocessSettings
 
-log = logging.getLogger("pipeline.preprocess")
+log = logging.getLogger("pipeline.data.preprocess")
 
 KINDS = {"cityscapes": "cityscapes", "synthetic_cityscapes": "cityscapes",
          "coco2017": "coco", "synthetic_coco": "coco"}
 
 
 @dataclass
-class PreprocessConfig:
-    """What ``preprocess`` reads and writes. Paths default to ``data/raw/<dataset>`` and
-    ``data/processed/<dataset>``."""
+class PreprocessConfig(PreprocessSettings):
+    """What ``preprocess`` reads and writes: the dataset, its roots, and the stage's settings
+    (:class:`~pipeline.config.schema.PreprocessSettings`). Paths default to
+    ``data/raw/<dataset>`` and ``data/processed/<dataset>``."""
 
     dataset: str = "synthetic_cityscapes"
     raw_root: Path | None = None
     out_root: Path | None = None
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])
-    max_images: int | None = None  # first N images of each split (sorted), e.g. for CI
-    crop: list[int] | None = None  # Cityscapes: centre crop [H, W] of images and labels
-    categories: list[str] | None = None  # COCO: keep only these category names
-    crowd: str = "keep"  # COCO: "keep" or "drop" iscrowd=1 annotations
-    drop_empty: bool = False  # COCO: drop images without non-crowd annotations
-    link_images: bool = True  # hard-link unchanged images (copy when impossible)
-    verify_images: bool = True  # decode every image fully (finds corrupt files)
     progress: bool = True
 
     def resolved_raw_root(self) -> Path:
@@ -194,8 +184,6 @@ def _filter_coco(cfg: PreprocessConfig, data: dict[str, Any], source: Path, spli
 
 
 def _coco(cfg: PreprocessConfig, raw: Path, out: Path) -> dict[str, Any]:
-    if cfg.crowd not in ("keep", "drop"):
-        raise StageError(f"crowd must be 'keep' or 'drop', got {cfg.crowd!r}")
     if cfg.crop is not None:
         raise StageError("crop applies to Cityscapes only")
     plan = {}
@@ -259,7 +247,7 @@ def run(cfg: PreprocessConfig) -> Path:
         raise StageError("no splits to preprocess")
     raw, out = cfg.resolved_raw_root(), cfg.resolved_out_root()
     if not raw.is_dir():
-        raise StageError(f"{raw}: dataset root not found (run pipeline.fetch first)")
+        raise StageError(f"{raw}: dataset root not found (run the fetch stage first)")
     try:
         fetch_info = json.loads((raw / FETCH_INFO).read_text())
     except (OSError, ValueError):
@@ -286,61 +274,4 @@ def load_manifest(out_root: str | Path) -> dict[str, Any]:
         raise StageError(f"{path}: cannot read manifest ({exc})") from None
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def _size(text: str) -> list[int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
-    return [h, w]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.preprocess",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="synthetic_cityscapes", choices=sorted(KINDS))
-    p.add_argument("--raw", dest="raw_root", type=Path,
-                   help="input root (default data/raw/<dataset>)")
-    p.add_argument("--out", dest="out_root", type=Path,
-                   help="output root (default data/processed/<dataset>)")
-    p.add_argument("--splits", default="train,val", help="comma-separated (default train,val)")
-    p.add_argument("--max-images", type=int, help="first N images of each split")
-    p.add_argument("--crop", type=_size, help="Cityscapes centre crop HxW, e.g. 64x128")
-    p.add_argument("--categories", help="COCO: comma-separated category names to keep")
-    p.add_argument("--crowd", choices=("keep", "drop"), default="keep")
-    p.add_argument("--drop-empty", action="store_true",
-                   help="COCO: drop images without non-crowd annotations")
-    p.add_argument("--copy", dest="link_images", action="store_false",
-                   help="copy images instead of hard-linking")
-    p.add_argument("--no-verify", dest="verify_images", action="store_false",
-                   help="read image headers only instead of decoding every image")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
-
-
-def config_from_args(argv: Sequence[str] | None = None) -> PreprocessConfig:
-    args = build_parser().parse_args(argv)
-    return PreprocessConfig(
-        dataset=args.dataset, raw_root=args.raw_root, out_root=args.out_root,
-        splits=[s for s in args.splits.split(",") if s], max_images=args.max_images,
-        crop=args.crop, categories=args.categories.split(",") if args.categories else None,
-        crowd=args.crowd, drop_empty=args.drop_empty, link_images=args.link_images,
-        verify_images=args.verify_images, progress=args.progress)
-
-
-def _main(argv: Sequence[str] | None) -> None:
-    print(run(config_from_args(argv)))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; exit status 0, or 2 with one ``error: …`` line for bad input."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    return run_stage(_main, argv)
-
-
-__all__ = ["PreprocessConfig", "load_manifest", "main", "run"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["PreprocessConfig", "load_manifest", "run"]

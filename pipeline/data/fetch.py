@@ -3,7 +3,7 @@
 Datasets:
 
 - ``synthetic_cityscapes`` (default), ``synthetic_coco``: generated from a seed
-  (:mod:`pipeline.synthetic`), a few seconds on a CPU.
+  (:mod:`pipeline.data.synthetic`), a few seconds on a CPU.
 - ``cityscapes``: ``gtFine_trainvaltest.zip`` and ``leftImg8bit_trainvaltest.zip``, taken from
   ``archives_dir`` when already there, else downloaded with cityscapesscripts' downloader. The
   login comes from ``CITYSCAPES_USERNAME``/``CITYSCAPES_PASSWORD`` or from cityscapesscripts' own
@@ -11,21 +11,16 @@ Datasets:
 - ``coco2017``: ``train2017.zip``, ``val2017.zip``, ``annotations_trainval2017.zip`` from the
   official host (or ``mirror``), resumed when cut short, checked by size and MD5.
 
-Every archive is checked against ``pipeline/checksums.yaml``; extraction refuses unsafe members
+Every archive is checked against ``pipeline/data/checksums.yaml``; extraction refuses unsafe members
 and happens in ``<root>.tmp-XXXX``, renamed to ``root`` only when complete. ``root/fetch_info.json``
 records what was fetched; a second run with the same request does nothing.
 
-Usage::
-
-    python -m pipeline.fetch --dataset synthetic_cityscapes --root data/raw/synthetic_cityscapes
-    python -m pipeline.fetch --dataset synthetic_coco --seed 1 --num-train 32 --set max_side=256
-    python -m pipeline.fetch --dataset coco2017 --archives-dir /big/disk/coco_zips
-    python -m pipeline.fetch --dataset cityscapes --archives-dir ~/Downloads --no-download
+The stage is ``python -m pipeline.data fetch <data> [key=value …]`` (:mod:`pipeline.data.stage`),
+configured by ``conf/fetch/`` and the profile's ``synthetic`` sizes.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,9 +33,9 @@ from typing import Any
 import yaml
 
 from pipeline.common.archive import extract_zip
-from pipeline.common.config import apply_overrides, to_jsonable
+from pipeline.common.config import to_jsonable
 from pipeline.common.download import download, verify_file
-from pipeline.common.errors import StageError, run_stage
+from pipeline.common.errors import StageError
 from pipeline.common.fs import (
     atomic_directory,
     atomic_write_json,
@@ -50,14 +45,15 @@ from pipeline.common.fs import (
     write_error,
 )
 from pipeline.common.manifest import FETCH_INFO
-from pipeline.synthetic import (
+from pipeline.config.schema import FetchSettings
+from pipeline.data.synthetic import (
     SyntheticCityscapesConfig,
     SyntheticCocoConfig,
     generate_cityscapes,
     generate_coco,
 )
 
-log = logging.getLogger("pipeline.fetch")
+log = logging.getLogger("pipeline.data.fetch")
 
 DATASETS = ("synthetic_cityscapes", "synthetic_coco", "cityscapes", "coco2017")
 DEFAULT_CHECKSUMS = Path(__file__).with_name("checksums.yaml")
@@ -69,22 +65,15 @@ _DOWNLOADER_MD5_MISMATCH = "MD5 sum of downloaded file does not match"
 
 
 @dataclass
-class FetchConfig:
-    """What ``fetch`` materialises. Paths default to ``data/raw/<dataset>`` and
-    ``data/archives/<dataset>`` (relative to the working directory)."""
+class FetchConfig(FetchSettings):
+    """What ``fetch`` materialises: the dataset, its root, and the stage's settings
+    (:class:`~pipeline.config.schema.FetchSettings`). Paths default to ``data/raw/<dataset>``
+    and ``data/archives/<dataset>`` (relative to the working directory)."""
 
     dataset: str = "synthetic_cityscapes"
     root: Path | None = None
-    archives_dir: Path | None = None
-    download: bool = True  # False: archives must already be in archives_dir
-    mirror: str | None = None  # replaces the official host (coco2017), e.g. a local mirror
-    keep_archives: bool = True
-    force: bool = False  # rebuild even if root/fetch_info.json matches
     progress: bool = True
-    retries: int = 3
     retry_wait: float = 2.0
-    timeout: float = 60.0
-    checksums: Path | None = None  # default: pipeline/checksums.yaml
     synthetic_cityscapes: SyntheticCityscapesConfig = field(
         default_factory=SyntheticCityscapesConfig)
     synthetic_coco: SyntheticCocoConfig = field(default_factory=SyntheticCocoConfig)
@@ -370,59 +359,4 @@ def run(cfg: FetchConfig) -> Path:
     return root
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.fetch", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="synthetic_cityscapes", choices=DATASETS)
-    p.add_argument("--root", type=Path, help="dataset root (default data/raw/<dataset>)")
-    p.add_argument("--archives-dir", type=Path, help="where archives are kept or downloaded to")
-    p.add_argument("--no-download", dest="download", action="store_false",
-                   help="use only archives already in --archives-dir")
-    p.add_argument("--mirror", help="base URL replacing the official COCO host")
-    p.add_argument("--checksums", type=Path,
-                   help="checksums YAML (default pipeline/checksums.yaml)")
-    p.add_argument("--no-keep-archives", dest="keep_archives", action="store_false")
-    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--retries", type=int, default=3)
-    synth = p.add_argument_group("synthetic datasets")
-    synth.add_argument("--seed", type=int)
-    synth.add_argument("--num-train", type=int)
-    synth.add_argument("--num-val", type=int)
-    synth.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="other generator fields, e.g. height=64, width=128, max_side=256")
-    return p
-
-
-def config_from_args(argv: Sequence[str] | None = None) -> FetchConfig:
-    args = build_parser().parse_args(argv)
-    cfg = FetchConfig(dataset=args.dataset, root=args.root, archives_dir=args.archives_dir,
-                      download=args.download, mirror=args.mirror, checksums=args.checksums,
-                      keep_archives=args.keep_archives, force=args.force, progress=args.progress,
-                      retries=args.retries)
-    synth = cfg.synthetic_coco if args.dataset == "synthetic_coco" else cfg.synthetic_cityscapes
-    for key in ("seed", "num_train", "num_val"):
-        if getattr(args, key) is not None:
-            setattr(synth, key, getattr(args, key))
-    apply_overrides(synth, args.overrides)
-    return cfg
-
-
-def _main(argv: Sequence[str] | None) -> None:
-    cfg = config_from_args(argv)
-    root = run(cfg)
-    print(root)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; exit status 0, or 2 with one ``error: …`` line for bad input."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    return run_stage(_main, argv)
-
-
-__all__ = ["DATASETS", "FetchConfig", "load_checksums", "main", "run"]
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["DATASETS", "FetchConfig", "load_checksums", "run"]
