@@ -1,6 +1,7 @@
 """The DVC pipeline: the DAG and params agree with the configs; the smoke profile runs end to
 end (interrupted during training, then resumed without redoing finished stages) and its
-report has every Table 1 row with finite numbers; bad configs stop the first stage."""
+report has every Table 1 row with finite numbers; after it, each edit of a table changes exactly
+the stages that read it (an exact graph); bad configs stop the first stage."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,13 +96,69 @@ def _recorded_checkpoint(storage: Path, key: str) -> bool:
     return False
 
 
+def _append(path: str, text: str) -> Callable[[Path], None]:
+    def edit(repo: Path) -> None:
+        with (repo / path).open("a") as handle:
+            handle.write(text)
+    return edit
+
+
+def _replace(path: str, old: str, new: str) -> Callable[[Path], None]:
+    def edit(repo: Path) -> None:
+        content = (repo / path).read_text()
+        assert old in content, (path, old)
+        (repo / path).write_text(content.replace(old, new, 1))
+    return edit
+
+
+def _edits(keys: list[str]) -> dict[str, tuple[Callable[[Path], None], set[str]]]:
+    """Edit → the stages of the smoke pipeline (Table 1 experiments ``keys``) that read it."""
+    train_eval = {f"{kind}@{key}" for key in keys for kind in ("train", "evaluate")}
+    both = ("cityscapes", "coco")
+    return {
+        "a file of dgmn/nn": (_append("dgmn/nn/dgmn.py", "\n# edited\n"), train_eval | {"tune"}),
+        "an evaluate setting": (_replace("conf/evaluate/smoke.yaml", "latency_reps: 2",
+                                         "latency_reps: 3"), {f"evaluate@{k}" for k in keys}),
+        "a report setting": (_replace("conf/report/smoke.yaml", "allow_missing: false",
+                                      "allow_missing: true"), {"report"}),
+        "a tune setting": (_replace("conf/tune/smoke.yaml", "groups: [2]", "groups: [4]"),
+                           {"tune"}),
+        "a fetch setting": (_replace("conf/fetch/default.yaml", "retries: 3", "retries: 4"),
+                            {f"fetch@{d}" for d in both}),
+        "a preprocess setting": (_replace("conf/preprocess/default.yaml", "crowd: keep",
+                                          "crowd: drop"), {f"preprocess@{d}" for d in both}),
+        "one experiment's φ": (_replace("conf/experiment/table1/dgmn_da.yaml", "rates: [1]",
+                                        "rates: [1, 2]"),
+                               {"train@table1-dgmn_da", "evaluate@table1-dgmn_da", "report"}),
+        # train draws its curves and tune its figures with dgmn.viz (the run key ignores it)
+        "dgmn/viz": (_append("dgmn/viz/colorize.py", "\n# edited\n"),
+                     train_eval | {"tune", "report"}),
+    }
+
+
+def _changed_after(repo: Path, env: dict[str, str], edit: Callable[[Path], None]) -> set[str]:
+    """The stages ``dvc status`` reports as changed after ``edit`` (undone afterwards)."""
+    backup = {p: p.read_bytes() for top in ("dgmn", "conf") for p in (repo / top).rglob("*")
+              if p.is_file()}
+    try:
+        edit(repo)
+        result = subprocess.run([DVC, "status", "--json"], cwd=repo, env=env,
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        for path, content in backup.items():
+            path.write_bytes(content)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(json.loads(result.stdout or "{}"))
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loopback_ray):
     """``dvc exp run -S profile=smoke`` (the documented way to switch profiles), interrupted
     during training; ``dvc exp run`` finishes it without redoing finished stages; the report
     has every Table 1 row; ``dvc repro`` then has nothing to do; the experiment is recorded
-    with its parameter."""
+    with its parameter; and the DVC graph is exact: for a table of edits, ``dvc status``
+    reports exactly the stages that read what was edited."""
     repo = tmp_path / "repo"
     _copy_project(repo)
     keys = _table1_params(repo)
@@ -172,6 +230,10 @@ def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loo
               for exp in experiments for run in exp["revs"]]
     assert any(p["profile"] == "smoke" for p in params), shown.stdout[-3000:]
 
+    # The graph is exact: after each edit, `dvc status` reports the stages that read it.
+    for edit, (apply, expected) in _edits(keys).items():
+        assert _changed_after(repo, env, apply) == expected, edit
+
 
 def test_missing_inputs_and_unknown_tables_stop_a_stage_with_one_line(tmp_path):
     result = subprocess.run(
@@ -180,7 +242,7 @@ def test_missing_inputs_and_unknown_tables_stop_a_stage_with_one_line(tmp_path):
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no trained model" in result.stderr
     # an unknown table fails the first stage already (every stage validates the whole config)
-    result = subprocess.run([sys.executable, "-m", "pipeline.dataset", "fetch", "cityscapes",
+    result = subprocess.run([sys.executable, "-m", "pipeline.data", "fetch", "cityscapes",
                              "profile=smoke", "report.tables=[table9]",
                              f"paths.raw={tmp_path / 'raw'}"], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120)
