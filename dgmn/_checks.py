@@ -14,3 +14,12 @@ def check_probability(name: str, value: object) -> None:
     probability; ``bool`` is not one)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be a float in [0, 1), got {name}={value!r}")
+
+
+def check_reduced_channels(in_channels: int, reduced: int, setting: str, formula: str) -> int:
+    """``reduced`` (the channels a reduction ``setting`` leaves of ``in_channels``, computed as
+    ``formula``); ``ValueError`` naming the setting when none are left."""
+    if reduced < 1:
+        raise ValueError(f"{setting} leaves no channels for in_channels={in_channels} "
+                         f"({formula} = {reduced})")
+    return reduced

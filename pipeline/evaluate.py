@@ -102,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = parse_stage_args(argv, prog="python -m pipeline.evaluate", doc=__doc__)
     if parsed is None:
         return
-    overrides = parsed.overrides
-    cfg = load_config(overrides)
+    cfg = load_config(parsed.overrides)
     metrics = evaluate(cfg)
     key = task_class(cfg.data.task).metric
     print(json.dumps({"experiment": cfg.trained_as, key: metrics[key],

@@ -166,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = parse_stage_args(argv, prog="python -m pipeline.train", doc=__doc__)
     if parsed is None:
         return
-    overrides = parsed.overrides
-    cfg = load_config(overrides)
+    cfg = load_config(parsed.overrides)
     final = train(cfg)
     print(json.dumps({"experiment": cfg.experiment.name, final["metric"]:
                       final.get(final["metric"])}, indent=None))

@@ -217,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = parse_stage_args(argv, prog="python -m pipeline.tune", doc=__doc__)
     if parsed is None:
         return
-    overrides = parsed.overrides
-    rows = sweep(overrides)
+    rows = sweep(parsed.overrides)
     print(results_markdown(rows))
     failed = [r for r in rows if r["error"]]
     if failed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dgmn._checks import check_positive_int
+from dgmn._checks import check_positive_int, check_reduced_channels
 
 __all__ = ["CrissCrossAttention"]
 
@@ -41,10 +41,9 @@ class CrissCrossAttention(nn.Module):
         check_positive_int("in_channels", in_channels)
         check_positive_int("recurrence", recurrence)
         check_positive_int("reduction", reduction)
-        key_channels = in_channels // reduction
-        if key_channels < 1:
-            raise ValueError(f"in_channels={in_channels} is too small for reduction={reduction} "
-                             f"(in_channels // reduction = 0 query/key channels)")
+        key_channels = check_reduced_channels(in_channels, in_channels // reduction,
+                                              f"reduction={reduction}",
+                                              "query/key channels in_channels // reduction")
         self.in_channels = in_channels
         self.out_channels = in_channels
         self.recurrence = recurrence

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dgmn._checks import check_positive_int
+from dgmn._checks import check_positive_int, check_reduced_channels
 
 __all__ = ["ContextBlock"]
 
@@ -37,10 +37,8 @@ class ContextBlock(nn.Module):
         check_positive_int("in_channels", in_channels)
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or ratio <= 0:
             raise ValueError(f"ratio must be a positive float, got ratio={ratio!r}")
-        planes = int(in_channels * ratio)
-        if planes < 1:
-            raise ValueError(f"ratio={ratio!r} leaves no channels for in_channels={in_channels} "
-                             f"(int(in_channels * ratio) = {planes})")
+        planes = check_reduced_channels(in_channels, int(in_channels * ratio), f"ratio={ratio!r}",
+                                        "int(in_channels * ratio)")
         self.in_channels = in_channels
         self.out_channels = in_channels
         self.planes = planes
