@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from dgmn.errors import DgmnError
+from pipeline.common.logs import setup_logging
 
 #: Exit status of a stage that was given bad input (missing root, corrupt file, bad checksum …).
 EXIT_BAD_INPUT = 2
@@ -73,7 +74,11 @@ def run_stage(main: Callable[[Sequence[str] | None], object], argv: Sequence[str
     - Ctrl-C (SIGINT): status 130; SIGTERM: status 143. Both unwind the stack first, so the
       temporary outputs of an interrupted stage are deleted either way. ``ray.init`` replaces the
       SIGTERM handler with ``sys.exit(15)``; that exit is reported as SIGTERM too.
+
+    Logging is set up first (:func:`~pipeline.common.logs.setup_logging`): every stage logs the
+    same way, one line per event on stderr.
     """
+    setup_logging()
     try:
         with _sigterm_raises():
             main(argv)

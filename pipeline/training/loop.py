@@ -8,8 +8,8 @@ come back from the checkpoint, so a resumed CPU run ends where an uninterrupted 
 
 from __future__ import annotations
 
+import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,13 @@ from torch import nn
 from pipeline.config.compose import from_dict
 from pipeline.tracking import Tracker
 from pipeline.training.batches import iteration_loader
+from pipeline.training.progress import TrainingProgress
 from pipeline.training.schedules import build_optimizer, build_scheduler
 from pipeline.training.state import History, load_state, save_state, unwrap
+
+#: Rank 0's events, one line each: in a Train worker the root logger's console handler (Ray's)
+#: writes them to stderr, which Ray's driver prints with the worker's prefix.
+log = logging.getLogger(__name__)
 
 
 def _seed_everything(seed: int) -> None:
@@ -50,7 +55,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry: ``config`` holds ``cfg`` (validated config as a dict),
     ``project_root``, ``registration`` (the driver's task class and dataset entry of ``cfg``:
     :class:`~pipeline.tasks.registry.Registration`, so a task registered there trains here
-    too) and ``tracking`` (``{"uri", "run_id"}`` or None)."""
+    too), ``tracking`` (``{"uri", "run_id"}`` or None) and ``progress`` (``bar`` or ``lines``:
+    :class:`~pipeline.training.progress.TrainingProgress`)."""
     task_class = config["registration"].install()
     cfg = from_dict(config["cfg"])
     project_root = Path(config["project_root"])
@@ -78,18 +84,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             start, history = load_state(Path(directory), model=model, optimizer=optimizer,
                                         scheduler=scheduler)
         if rank == 0:
-            print(f"[{cfg.run_name}] resumed from iteration {start}", flush=True)
+            log.info("[%s] resumed from iteration %d", cfg.run_name, start)
 
     history.worker_nodes = _worker_nodes(world)
     if rank == 0:
-        print(f"[{cfg.run_name}] {world} worker(s) on nodes {history.worker_nodes}", flush=True)
+        log.info("[%s] %d worker(s) on nodes %s", cfg.run_name, world, history.worker_nodes)
     tracker = Tracker(**config["tracking"]) if config.get("tracking") and rank == 0 else None
     schedule = cfg.schedule
     loader = iteration_loader(task.train_dataset(), schedule.batch_size, cfg.seed, start,
                               schedule.iterations, rank, world, cfg.data.loader_workers,
                               task.collate_fn)
     model.train()
-    began, window = time.perf_counter(), []
+    window: list[float] = []
+    progress = TrainingProgress(start, schedule.iterations,
+                                config.get("progress", "lines") if rank == 0 else "none",
+                                cfg.run_name)
     metrics: dict[str, Any] = history.val[-1] if history.val else {}
     for iteration, batch in enumerate(loader, start=start):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -100,15 +109,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         done = iteration + 1
+        progress.step()
         window.append(parts["loss"])
         if done % schedule.log_every == 0 or done == schedule.iterations:
             record = {**parts, "loss": sum(window) / len(window), "lr": lr, "iteration": done}
             history.train.append(record)
             window = []
             if rank == 0:
-                speed = (done - start) / (time.perf_counter() - began)
-                print(f"[{cfg.run_name}] it {done}/{schedule.iterations} "
-                      f"loss {record['loss']:.4f} lr {lr:.2e} ({speed:.2f} it/s)", flush=True)
+                log.info("[%s] it %d/%d loss %.4f lr %.2e (%s)", cfg.run_name, done,
+                         schedule.iterations, record["loss"], lr, progress.summary(done))
                 if tracker:
                     tracker.log_metrics({k: v for k, v in record.items() if k != "iteration"},
                                         step=done)
@@ -118,14 +127,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics = {**task.validate(unwrap(model), device), "iteration": done}
             history.val.append(metrics)
             if rank == 0:
-                print(f"[{cfg.run_name}] it {done} val {task.metric} "
-                      f"{metrics[task.metric]:.2f}", flush=True)
+                log.info("[%s] it %d val %s %.2f", cfg.run_name, done, task.metric,
+                         metrics[task.metric])
                 if tracker:
                     tracker.log_metrics({f"val_{k}": v for k, v in metrics.items()
                                          if k != "iteration"}, step=done)
         if validate or save:
             _report(metrics, task.metric, done, save and rank == 0, model, optimizer,
                     scheduler, history)
+    progress.close()
     if start >= schedule.iterations:  # restarted after the last checkpoint: report it again
         _report(metrics, task.metric, start, rank == 0, model, optimizer, scheduler, history)
 
