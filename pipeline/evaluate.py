@@ -39,6 +39,7 @@ from pipeline.config.compose import PROJECT_ROOT
 from pipeline.layout import Layout
 from pipeline.tasks.base import Task
 from pipeline.tasks.registry import build_task, task_class
+from pipeline.tracking import log_evaluation
 
 
 def load_trained_model(task: Task) -> nn.Module:
@@ -95,6 +96,7 @@ def evaluate(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> dict[str
                        latency_device="cpu", torch=torch.__version__,
                        config={"model": as_dict(cfg)["model"]})
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    log_evaluation(cfg, project_root, metrics)  # into the training's MLflow run: eval/<name>
     return metrics
 
 

@@ -1,9 +1,12 @@
-"""MLflow tracking: the store location, run creation/resumption, logging from Ray workers.
+"""MLflow tracking: the store location, run creation/resumption, logging from Ray workers, the
+logged model and dataset, and the evaluation's numbers in the training run.
 
 The tracking URI comes from ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite
 store in the project (``mlflow.db``, gitignored) given as an absolute URI, since Ray workers
 run in their own directories. Runs are keyed by a tag (``dgmn.run_key``): a training that
-resumes after an interruption keeps logging into its unfinished run.
+resumes after an interruption keeps logging into its unfinished run, and the evaluate stage
+finds the run of the training it scores (:func:`log_evaluation`). What a run holds and how to
+compare one paper table's rows in the UI: ``docs/tracking.md``.
 
 Params and tags are redacted (:mod:`pipeline.common.redact`) before they reach MLflow: a
 ``tracking.uri`` of ``https://user:pass@host`` is logged as ``https://***@host``, while the client
@@ -15,7 +18,10 @@ at the same moment wait for the one creating its tables (:func:`ensure_store`).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,13 +30,28 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import dgmn
 from pipeline.common.errors import StageError
 from pipeline.common.locks import exclusive
 from pipeline.common.redact import redact, redact_text
+from pipeline.config.compose import CONF_DIR
 from pipeline.config.schema import PipelineConfig
 from pipeline.layout import Layout
 
+log = logging.getLogger(__name__)
+
 RUN_KEY_TAG = "dgmn.run_key"
+#: The experiment tag MLflow 3's UI reads to open an experiment on its training runs ("Model
+#: training") instead of its GenAI view (an empty traces page).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: Where the evaluate stage's numbers go in the training run: ``eval/miou``, ``eval/bbox_AP`` …
+EVAL_PREFIX = "eval/"
+#: MLflow keeps at most 36 characters of a dataset digest (the full one is an input tag).
+DATASET_DIGEST_CHARS = 32
+#: What a logged model needs besides the ``dgmn`` code it carries (exact local versions).
+MODEL_REQUIREMENTS = ("torch", "torchvision", "numpy")
 #: How long a process waits for another one creating the same SQLite store (a migration takes
 #: seconds to a minute on a loaded 2-core machine; waiting longer costs nothing).
 STORE_CREATION_WAIT_S = 600.0
@@ -92,16 +113,66 @@ def ensure_store(uri: str) -> None:
         MlflowClient(uri).search_experiments(max_results=1)
 
 
+def _git(project_root: Path, *args: str) -> str:
+    """``git <args>`` in ``project_root``: its output, or ``""`` outside a checkout."""
+    try:
+        return subprocess.run(["git", *args], cwd=project_root, check=True, capture_output=True,
+                              text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
 def git_commit(project_root: Path) -> str:
     """The checked-out commit (``unknown`` outside a git checkout), ``+dirty`` if modified."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=project_root, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    commit = _git(project_root, "rev-parse", "HEAD")
+    if not commit:
         return "unknown"
+    dirty = _git(project_root, "status", "--porcelain", "--untracked-files=no")
     return commit + ("+dirty" if dirty else "")
+
+
+def git_source(project_root: Path, entry_point: str) -> dict[str, str]:
+    """MLflow's own source tags, which fill its UI's Source column: the entry point (e.g.
+    ``pipeline/train.py``), type ``LOCAL``, and the checkout's commit, branch and remote URL
+    where there are any (the URL's credentials are redacted like every tag)."""
+    from mlflow.utils import mlflow_tags as names
+
+    tags = {names.MLFLOW_SOURCE_NAME: entry_point, names.MLFLOW_SOURCE_TYPE: "LOCAL"}
+    found = {names.MLFLOW_GIT_COMMIT: _git(project_root, "rev-parse", "HEAD"),
+             names.MLFLOW_GIT_BRANCH: _git(project_root, "rev-parse", "--abbrev-ref", "HEAD"),
+             names.MLFLOW_GIT_REPO_URL: _git(project_root, "config", "--get",
+                                             "remote.origin.url")}
+    tags.update({k: v for k, v in found.items() if v and v != "HEAD"})  # HEAD: detached
+    return tags
+
+
+def table_tags(cfg: PipelineConfig) -> dict[str, str]:
+    """``table`` (the experiment's own paper table) and ``table.<table>`` = ``row <n>: <label>``
+    for every table row this training is: its own and those of the experiments that reuse it
+    (``alias_of``, e.g. Table 6 rows trained as Table 1 runs). One UI search then lists a
+    table's rows: ``tags.`table.<table>` LIKE '%'`` (docs/tracking.md)."""
+    meta = cfg.experiment
+    rows = {meta.table: f"row {meta.row}: {meta.label}"}
+    for path in sorted((CONF_DIR / "experiment").rglob("*.yaml")):
+        other = (yaml.safe_load(path.read_text()) or {}).get("experiment") or {}
+        if other.get("alias_of") == cfg.trained_as and other.get("table"):
+            rows.setdefault(other["table"], f"row {other.get('row')}: {other.get('label')}")
+    return {"table": meta.table, **{f"table.{table}": row for table, row in rows.items()}}
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of a logged model (given, so MLflow does not infer them by loading
+    the model in a subprocess)."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def example_array(example: Any) -> Any:
+    """A task's example input as one float32 NumPy batch: a tensor as is, a list of image
+    tensors (detection) stacked (torchvision's detectors take a batch tensor too)."""
+    import torch
+
+    batch = example if isinstance(example, torch.Tensor) else torch.stack(list(example))
+    return batch.detach().cpu().float().numpy()
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -136,9 +207,80 @@ class Tracker:
                 self._client().log_batch(self.run_id, metrics=[
                     Metric(key, value, now, step) for key, value in values.items()])
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """``params`` (flat; values as strings), credentials redacted."""
+        from mlflow.entities import Param
+
+        with redacted_client_output(self.uri):
+            self._client().log_batch(self.run_id, params=[
+                Param(key, str(value)) for key, value in redact(dict(params)).items()])
+
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         with redacted_client_output(self.uri):
             self._client().log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, value: Mapping[str, Any], artifact_file: str) -> None:
+        """``value`` as a JSON artifact at ``artifact_file`` (e.g. ``eval/metrics.json``)."""
+        with redacted_client_output(self.uri):
+            self._client().log_dict(self.run_id, dict(value), artifact_file)
+
+    @contextlib.contextmanager
+    def _active(self) -> Iterator[None]:
+        """This run as MLflow's active run on this store, for the calls that exist only in
+        MLflow's fluent API (logged models, dataset inputs); the global tracking URI is
+        restored after."""
+        import mlflow
+
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with redacted_client_output(self.uri):
+                mlflow.start_run(run_id=self.run_id)
+                try:
+                    yield
+                finally:
+                    # Leave the run RUNNING: the stage ends it (finish) once all is logged.
+                    mlflow.end_run(status="RUNNING")
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    def log_model(self, model: Any, example: Any, registered_name: str | None = None) -> str:
+        """Log ``model`` with ``mlflow.pytorch.log_model`` as ``model``: pickled, carrying the
+        ``dgmn`` package's code (it loads without this checkout), pinned requirements, the
+        example as input example and the signature inferred from it and the model's output
+        (input only when the output is not one tensor, e.g. a detector's list of dicts).
+        ``registered_name``: also register it as a version of that model. Returns its URI."""
+        import mlflow
+        import torch
+        from mlflow.models import infer_signature
+
+        inputs = example_array(example)
+        with torch.inference_mode():
+            output = model.eval()(torch.from_numpy(inputs))
+        outputs = output.numpy() if isinstance(output, torch.Tensor) else None
+        with self._active():
+            info = mlflow.pytorch.log_model(
+                model, name="model", input_example=inputs,
+                signature=infer_signature(inputs, outputs), serialization_format="pickle",
+                code_paths=[str(Path(dgmn.__file__).parent)],
+                pip_requirements=model_requirements(), registered_model_name=registered_name)
+        return info.model_uri
+
+    def log_dataset(self, name: str, root: Path, digest: str, context: str) -> None:
+        """The dataset at ``root`` as an input of this run (``context``: ``training`` …), with
+        its manifest digest as MLflow's digest (cut to what MLflow keeps) and in full as the
+        input tag ``dgmn.manifest_digest``."""
+        import mlflow
+        from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+        from mlflow.data.meta_dataset import MetaDataset
+
+        # A local directory, named by type: resolving a bare URI warns that two registered
+        # sources (the same local one, for "" and "file://") could read it.
+        source = get_dataset_source_from_json(json.dumps({"uri": root.resolve().as_uri()}),
+                                              source_type="local")
+        dataset = MetaDataset(source, name=name, digest=digest[:DATASET_DIGEST_CHARS])
+        with self._active():
+            mlflow.log_input(dataset, context=context, tags={"dgmn.manifest_digest": digest})
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         with redacted_client_output(self.uri):
@@ -153,19 +295,22 @@ class Tracker:
 
 def _experiment_id(client: Any, name: str, artifact_location: str | None) -> str:
     """The id of experiment ``name``, created if missing (by whichever of several processes
-    doing this at once gets there first)."""
+    doing this at once gets there first), tagged :data:`EXPERIMENT_KIND`."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)  # created meanwhile by another process
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags=EXPERIMENT_KIND)
+        except MlflowException:
+            found = client.get_experiment_by_name(name)  # created meanwhile by another process
+            if found is None:
+                raise
+    for key, value in EXPERIMENT_KIND.items():  # an experiment created before the tag
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def open_run(uri: str, experiment: str, run_name: str, run_key: str,
@@ -203,3 +348,49 @@ def open_run(uri: str, experiment: str, run_name: str, run_key: str,
     tracker = Tracker(uri, run_id)
     tracker.set_tags(all_tags)
     return tracker
+
+
+def evaluation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar numbers of an evaluation under their stable MLflow names: ``eval/<key>``
+    (``eval/miou``, ``eval/miou_ms_flip``, ``eval/bbox_AP``, ``eval/added_params_m``,
+    ``eval/added_gmacs_paper``, ``eval/latency_ms`` …)."""
+    return {f"{EVAL_PREFIX}{key}": float(value) for key, value in metrics.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)}
+
+
+def log_evaluation(cfg: PipelineConfig, project_root: Path, metrics: Mapping[str, Any]
+                   ) -> str | None:
+    """Log an evaluation into the MLflow run of the training it scores: the numbers as
+    :func:`evaluation_metrics` (at the training's last iteration) and the whole result as the
+    artifact ``eval/metrics.json``. The run is the latest one tagged with the run key in the
+    training's ``metrics.json``. Returns its id; None when tracking is off or there is no such
+    run (a training with tracking off; a warning says so)."""
+    if not cfg.tracking.enabled:
+        return None
+    trained = Layout.of(cfg, project_root).train_dir / "metrics.json"
+    try:
+        training = json.loads(trained.read_text())
+        key = training["run_key"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: no run key (%s); the evaluation is not logged to MLflow", trained,
+                    type(exc).__name__)
+        return None
+    uri = tracking_uri(cfg, project_root)
+    from mlflow import MlflowClient
+
+    with redacted_client_output(uri):
+        ensure_store(uri)
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+        runs = [] if experiment is None else client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        log.warning("no MLflow run tagged %s=%s in experiment %r of %s; the evaluation is "
+                    "not logged there", RUN_KEY_TAG, key, cfg.tracking.experiment,
+                    redact_text(uri))
+        return None
+    tracker = Tracker(uri, runs[0].info.run_id)
+    tracker.log_metrics(evaluation_metrics(metrics), step=int(training.get("iteration", 0)))
+    tracker.log_dict(metrics, f"{EVAL_PREFIX}metrics.json")
+    return tracker.run_id

@@ -32,20 +32,32 @@ from dgmn.metrics import count_complexity
 from dgmn.viz.curves import draw_curves
 from pipeline.common.cli import parse_stage_args
 from pipeline.common.errors import run_stage
-from pipeline.common.fs import atomic_directory
+from pipeline.common.fs import atomic_directory, atomic_write_bytes
 from pipeline.common.locks import exclusive
+from pipeline.common.logs import tee_to_file
 from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.layout import Layout
 from pipeline.tasks.registry import build_task
-from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
-from pipeline.training.identity import RunIdentity, run_identity
+from pipeline.tracking import (
+    Tracker,
+    artifact_location,
+    git_commit,
+    git_source,
+    open_run,
+    table_tags,
+    tracking_uri,
+)
+from pipeline.training.identity import RunIdentity, run_identity, shaping_config
 from pipeline.training.state import STATE_FILE, CheckpointRefusedError, History, read_state
 from pipeline.training.trainer import ensure_ray, make_trainer
 
 #: The lock file inside a run directory held by the one process training that run.
 RUN_LOCK = "dgmn-run.lock"
+#: The run's log: what this process printed while training (its own lines and the Ray
+#: workers'), kept in the run directory (a resumed run appends) and copied into the outputs.
+TRAIN_LOG = "train.log"
 
 
 def preflight(cfg: PipelineConfig, project_root: Path) -> dict[str, float]:
@@ -126,40 +138,61 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
     if cfg.tracking.enabled:
         tracker = open_run(
             tracking_uri(cfg, project_root), cfg.tracking.experiment, cfg.run_name, key,
-            params=as_dict(cfg),
+            params=shaping_config(cfg),
             tags={"git_commit": git_commit(project_root), "dataset_manifest": identity.data,
                   "code_digest": identity.code, "config_digest": identity.config,
-                  "experiment": cfg.experiment.name, "table": cfg.experiment.table,
-                  "profile": cfg.profile},
+                  "experiment": cfg.experiment.name, "profile": cfg.profile,
+                  **table_tags(cfg), **git_source(project_root, "pipeline/train.py")},
             parent_run_id=parent_run_id,
             artifact_location=artifact_location(cfg, project_root))
         tracker.log_metrics(complexity, step=0)
-    ensure_ray(cfg)
-    trainer = make_trainer(cfg, project_root, identity=identity,
-                           tracking={"uri": tracker.uri, "run_id": tracker.run_id}
-                           if tracker else None)
-    try:
-        result = trainer.fit()
-    except Exception as exc:
-        if tracker:
-            tracker.finish("FAILED")
-        refused = _refused_checkpoint(exc)
-        if refused is not None:
-            raise refused from None
-        raise
+    log_file = Layout.of(cfg, project_root).ray_storage / key / TRAIN_LOG
+    with tee_to_file(log_file):
+        ensure_ray(cfg)
+        trainer = make_trainer(cfg, project_root, identity=identity,
+                               tracking={"uri": tracker.uri, "run_id": tracker.run_id}
+                               if tracker else None)
+        try:
+            result = trainer.fit()
+        except Exception as exc:
+            if tracker:
+                tracker.log_artifact(log_file)
+                tracker.finish("FAILED")
+            refused = _refused_checkpoint(exc)
+            if refused is not None:
+                raise refused from None
+            raise
     metric = build_task(cfg, project_root).metric
     out = Layout.of(cfg, project_root).train_dir
     with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
         final = write_outputs(cfg, tmp, Path(state_dir), metric,
                               {**complexity, "run_key": key,
                                "run_identity": identity.components()})
+    atomic_write_bytes(out / TRAIN_LOG, log_file.read_bytes())  # the log up to here
     if tracker:
-        for name in ("metrics.json", "history.json", "config.json", "curves.png", "model.pt"):
-            tracker.log_artifact(out / name)
-        if (out / "confusion.json").exists():
-            tracker.log_artifact(out / "confusion.json")
-        tracker.finish()
+        record_run(tracker, cfg, project_root, identity, out)
     return final
+
+
+def record_run(tracker: Tracker, cfg: PipelineConfig, project_root: Path,
+               identity: RunIdentity, out: Path) -> None:
+    """The finished training in MLflow: its output files as artifacts, the trained model as a
+    logged model (registered as ``<tracking.experiment>-<run name>`` when
+    ``tracking.register_model``), the dataset as the run's training input with its manifest
+    digest; then the run ends."""
+    for name in ("metrics.json", "history.json", "config.json", "curves.png", "model.pt",
+                 "confusion.json", TRAIN_LOG):
+        if (out / name).exists():
+            tracker.log_artifact(out / name)
+    task = build_task(cfg, project_root)
+    model = task.build_model()
+    model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
+    tracker.log_model(model, task.example_input(),
+                      registered_name=f"{cfg.tracking.experiment}-{cfg.run_name}"
+                      if cfg.tracking.register_model else None)
+    tracker.log_dataset(cfg.data.name, Layout.of(cfg, project_root).processed_data,
+                        identity.data, context="training")
+    tracker.finish()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

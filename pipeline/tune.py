@@ -6,7 +6,11 @@ Usage::
 
 Every trial is a Ray Train run (``TorchTrainer`` inside a Tune function trainable, the Train V2
 way; ``Tuner(trainer)`` is gone) of ``tune.base_experiment`` with the trial's φ and G, and an
-MLflow child run of one sweep run. Writes ``runs/<profile>/tune/results.{json,csv,md}``:
+MLflow child run of one sweep run (its loss, LR and validation curves as metrics per iteration,
+its params and GMACs, ``history.json``). The sweep run records the winner: tags and params
+``best.rates``, ``best.groups`` and the metric ``best/<tune.metric>``. Tune's search space holds
+φ and G only, so its trial table shows each trial's own φ and G (the base config reaches the
+trials through :func:`tune.with_parameters`). Writes ``runs/<profile>/tune/results.{json,csv,md}``:
 trial, φ, G, metric, params, GMACs.
 """
 
@@ -30,13 +34,23 @@ from dgmn.models.registry import ModelConfigError
 from pipeline.common.cli import parse_stage_args
 from pipeline.common.errors import run_stage
 from pipeline.common.fs import atomic_write_json, atomic_write_text
+from pipeline.common.logs import setup_logging
 from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, from_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT, with_experiment
 from pipeline.config.schema import ConfigError, TuneSettings
 from pipeline.layout import Layout
 from pipeline.tasks.registry import build_task
-from pipeline.tracking import Tracker, artifact_location, git_commit, open_run, tracking_uri
+from pipeline.tracking import (
+    Tracker,
+    artifact_location,
+    git_commit,
+    git_source,
+    open_run,
+    tracking_uri,
+)
+from pipeline.training.identity import shaping_config
+from pipeline.training.state import STATE_FILE, History, read_state
 from pipeline.training.trainer import ensure_ray, make_trainer, run_key
 
 TRIAL_CPUS = 0.25  # the trial's own actor only waits on its Train run
@@ -80,50 +94,73 @@ def model_complexity(cfg: PipelineConfig, project_root: Path) -> tuple[float, fl
     return counts.params_m, counts.paper_gmacs
 
 
-def trial_space(base: PipelineConfig, settings: TuneSettings, project_root: Path,
-                parent: dict[str, str] | None) -> dict[str, Any]:
-    """Tune's ``param_space``: the base config, the parent MLflow run and the φ × G grid.
-    Ray Tune writes it into its experiment files under the (possibly shared) Ray storage, so it
-    is redacted; the real tracking URIs reach the trials through :func:`tune.with_parameters`
-    (Ray's object store), see :func:`run_trial`."""
-    return {"cfg": redact(as_dict(base)), "project_root": str(project_root),
-            "parent": redact(parent),
-            "rates": tune.grid_search([list(r) for r in settings.rates]),
+def trial_space(settings: TuneSettings) -> dict[str, Any]:
+    """Tune's ``param_space``: the φ × G grid and nothing else. Tune prints it per trial and
+    writes it into its experiment files under the (possibly shared) Ray storage; the base
+    config and the parent run reach the trials through :func:`tune.with_parameters` (Ray's
+    object store), see :func:`run_trial`."""
+    return {"rates": tune.grid_search([list(r) for r in settings.rates]),
             "groups": tune.grid_search(list(settings.groups))}
 
 
-def run_trial(config: dict[str, Any], config_uri: str | None = None,
-              parent_uri: str | None = None) -> None:
-    """Tune function trainable: one Ray Train run with this trial's φ and G. ``config_uri`` and
-    ``parent_uri`` are the unredacted ``tracking.uri`` of the base config and the parent run's
-    store (bound with :func:`tune.with_parameters`, never part of ``config``)."""
-    data = dict(config["cfg"])
+def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
+              project_root: str = str(PROJECT_ROOT), parent: dict[str, str] | None = None,
+              config_uri: str | None = None, parent_uri: str | None = None) -> None:
+    """Tune function trainable: one Ray Train run of ``base`` (a redacted config dict) with this
+    trial's φ and G (``config``), an MLflow child run of ``parent`` (``run_id``, ``commit``)
+    when given. ``config_uri`` and ``parent_uri`` are the unredacted ``tracking.uri`` of the
+    base config and the parent run's store. All but ``config`` are bound with
+    :func:`tune.with_parameters`."""
+    setup_logging()  # this trial's process: its log lines reach the driver like a stage's
+    data = dict(base or {})
     data["tracking"] = {**data["tracking"], "uri": config_uri}
-    base = from_dict(data)
-    if config.get("parent"):
-        config = {**config, "parent": {**config["parent"], "uri": parent_uri}}
-    project_root = Path(config["project_root"])
-    cfg = with_rates_and_groups(base, config["rates"], config["groups"], project_root)
+    root = Path(project_root)
+    cfg = with_rates_and_groups(from_dict(data), config["rates"], config["groups"], root)
     tracker: Tracker | None = None
-    if config.get("parent"):
-        tracker = open_run(config["parent"]["uri"], cfg.tracking.experiment, cfg.run_name,
-                           run_key(cfg, project_root), params=as_dict(cfg),
-                           tags={"git_commit": config["parent"]["commit"],
+    if parent:
+        tracker = open_run(parent_uri, cfg.tracking.experiment, cfg.run_name,
+                           run_key(cfg, root), params=shaping_config(cfg),
+                           tags={"git_commit": parent["commit"], "stage": "tune-trial",
                                  "experiment": cfg.experiment.name, "profile": cfg.profile,
                                  "rates": str(config["rates"]),
-                                 "groups": str(config["groups"])},
-                           parent_run_id=config["parent"]["run_id"])
-    trainer = make_trainer(cfg, project_root, callbacks=[TuneReportCallback()],
+                                 "groups": str(config["groups"]),
+                                 **git_source(root, "pipeline/tune.py")},
+                           parent_run_id=parent["run_id"])
+        params_m, gmacs = model_complexity(cfg, root)
+        tracker.log_metrics({"params_m": params_m, "gmacs_paper": gmacs}, step=0)
+    trainer = make_trainer(cfg, root, callbacks=[TuneReportCallback()],
                            tracking={"uri": tracker.uri, "run_id": tracker.run_id}
                            if tracker else None)
     try:
-        trainer.fit()
+        result = trainer.fit()
     except Exception:
         if tracker:
             tracker.finish("FAILED")
         raise
     if tracker:
+        with result.checkpoint.as_directory() as state_dir:
+            history = History(**read_state(Path(state_dir) / STATE_FILE)["history"])
+        tracker.log_dict({"train": history.train,  # the curves; confusion matrices left out
+                          "val": [{k: v for k, v in r.items() if k != "confusion"}
+                                  for r in history.val]}, "history.json")
         tracker.finish()
+
+
+def record_best(tracker: Tracker, rows: Sequence[dict[str, Any]], settings: TuneSettings
+                ) -> dict[str, Any] | None:
+    """The sweep run's record of the winning trial (``tune.mode`` of ``tune.metric``): tags
+    and params ``best.rates``/``best.groups``, metric ``best/<metric>``. None if no trial
+    produced the metric."""
+    scored = [r for r in rows if r["value"] == r["value"]]  # NaN: the trial failed
+    if not scored:
+        return None
+    sign = 1 if settings.mode == "max" else -1
+    best = max(scored, key=lambda r: sign * r["value"])
+    chosen = {"best.rates": str(best["rates"]), "best.groups": str(best["groups"])}
+    tracker.set_tags(chosen)
+    tracker.log_params(chosen)
+    tracker.log_metrics({f"best/{settings.metric}": best["value"]}, step=0)
+    return best
 
 
 def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
@@ -148,21 +185,23 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
                                  f"tune-{run_key(base, project_root)}",
                                  params={"tune": as_dict(cfg)["tune"]},
                                  tags={"git_commit": git_commit(project_root),
-                                       "profile": cfg.profile, "stage": "tune"},
+                                       "profile": cfg.profile, "stage": "tune",
+                                       "experiment": base.experiment.name,
+                                       **git_source(project_root, "pipeline/tune.py")},
                                  artifact_location=artifact_location(cfg, project_root))
-        parent = {"uri": uri, "run_id": sweep_tracker.run_id,
-                  "commit": git_commit(project_root)}
+        parent = {"run_id": sweep_tracker.run_id, "commit": git_commit(project_root)}
     ensure_ray(cfg)
     scheduler = None
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(time_attr="iteration", max_t=base.schedule.iterations,
                                   grace_period=min(base.schedule.val_every,
                                                    base.schedule.iterations))
-    trainable = tune.with_parameters(run_trial, config_uri=base.tracking.uri,
-                                     parent_uri=parent["uri"] if parent else None)
+    trainable = tune.with_parameters(
+        run_trial, base=redact(as_dict(base)), project_root=str(project_root), parent=parent,
+        config_uri=base.tracking.uri, parent_uri=sweep_tracker.uri if sweep_tracker else None)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": TRIAL_CPUS}),
-        param_space=trial_space(base, settings, project_root, parent),
+        param_space=trial_space(settings),
         tune_config=tune.TuneConfig(metric="metric", mode=settings.mode, scheduler=scheduler,
                                     num_samples=settings.num_samples,
                                     max_concurrent_trials=settings.max_concurrent_trials),
@@ -183,8 +222,7 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
                      "error": str(result.error) if result.error else None})
     rows.sort(key=lambda r: (len(r["rates"]), r["rates"], r["groups"]))
     if sweep_tracker:
-        best = max(rows, key=lambda r: r["value"] if settings.mode == "max" else -r["value"])
-        sweep_tracker.log_metrics({f"best_{settings.metric}": best["value"]}, step=0)
+        record_best(sweep_tracker, rows, settings)
     write_results(rows, layout.tune_dir)
     if sweep_tracker:
         for name in ("results.json", "results.csv", "results.md"):

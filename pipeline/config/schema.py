@@ -140,6 +140,7 @@ class TrackingSettings:
     uri: str | None = None
     experiment: str = "dgmn"
     enabled: bool = True
+    register_model: bool = False  # also register each trained model (docs/tracking.md)
 
 
 @dataclass

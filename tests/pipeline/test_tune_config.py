@@ -61,21 +61,25 @@ def test_tune_stage_with_a_bad_group_exits_2_before_data_mlflow_or_ray(tmp_path)
 SECRET = "s3cr3t-pw"
 
 
-def test_trial_space_holds_no_credentials_and_trials_get_the_real_uri(monkeypatch):
-    """Ray Tune writes ``param_space`` into its experiment files under the (shared) Ray storage:
-    a credentialed ``tracking.uri`` is redacted there, and reaches the trial's MLflow run and
-    trainer unredacted through ``tune.with_parameters``."""
+def test_trial_space_holds_only_the_grid_and_trials_get_the_real_uri(monkeypatch):
+    """Ray Tune prints ``param_space`` per trial and writes it into its experiment files under
+    the (shared) Ray storage: it holds φ and G only. The base config (credentials redacted)
+    and the parent run are bound with ``tune.with_parameters``; a credentialed
+    ``tracking.uri`` reaches the trial's MLflow run and trainer unredacted."""
     uri = f"https://dgmn:{SECRET}@mlflow.example:5000"
     base, settings = _configs([*SMOKE, f"tracking.uri={uri}"])
-    parent = {"uri": uri, "run_id": "0123", "commit": "abc"}
-    space = tune_stage.trial_space(base, settings, PROJECT_ROOT, parent)
-    assert SECRET not in json.dumps(space, default=str)
-    assert space["cfg"]["tracking"]["uri"] == "https://***@mlflow.example:5000"
+    space = tune_stage.trial_space(settings)
+    assert set(space) == {"rates", "groups"}
+    bound = tune_stage.redact(tune_stage.as_dict(base))
+    assert SECRET not in json.dumps(bound, default=str)
 
     seen: dict[str, object] = {}
 
     class FakeTracker:
         uri, run_id = "real", "run"
+
+        def log_metrics(self, metrics, step):
+            seen["complexity"] = sorted(metrics)
 
         def finish(self, status: str = "FINISHED") -> None:
             seen["status"] = status
@@ -83,19 +87,29 @@ def test_trial_space_holds_no_credentials_and_trials_get_the_real_uri(monkeypatc
     class FakeTrainer:
         def fit(self) -> None:
             seen["fit"] = True
+            raise RuntimeError("stop after fit")  # what follows needs a real checkpoint
 
     def fake_open_run(store_uri, *args, **kwargs):
         seen["store_uri"] = store_uri
+        seen["params"] = kwargs["params"]
         return FakeTracker()
 
     def fake_make_trainer(cfg, *args, **kwargs):
         seen["cfg_uri"] = cfg.tracking.uri
+        seen["rates"] = cfg.model["context_kwargs"]["rates"]
         return FakeTrainer()
 
     monkeypatch.setattr(tune_stage, "open_run", fake_open_run)
     monkeypatch.setattr(tune_stage, "make_trainer", fake_make_trainer)
     monkeypatch.setattr(tune_stage, "run_key", lambda cfg, root: "key")  # no dataset here
     monkeypatch.setattr(tune_stage, "TuneReportCallback", lambda: None)  # no Tune session
-    trial = {**space, "rates": list(settings.rates[0]), "groups": settings.groups[0]}
-    tune_stage.run_trial(trial, config_uri=base.tracking.uri, parent_uri=parent["uri"])
-    assert seen == {"store_uri": uri, "cfg_uri": uri, "fit": True, "status": "FINISHED"}
+    trial = {"rates": [1, 2], "groups": settings.groups[0]}
+    with pytest.raises(RuntimeError, match="stop after fit"):
+        tune_stage.run_trial(trial, base=bound, project_root=str(PROJECT_ROOT),
+                             parent={"run_id": "0123", "commit": "abc"},
+                             config_uri=uri, parent_uri=uri)
+    params = seen.pop("params")
+    assert "tune" not in params and "model_overrides" not in params  # what the run reads
+    assert params["model"]["context_kwargs"]["rates"] == [1, 2]
+    assert seen == {"store_uri": uri, "cfg_uri": uri, "rates": [1, 2], "fit": True,
+                    "complexity": ["gmacs_paper", "params_m"], "status": "FAILED"}
