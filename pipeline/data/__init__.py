@@ -6,6 +6,7 @@ training-ready tree and its manifest.
 - :mod:`pipeline.data.preprocess`: check every file, map labels, write the manifest;
 - :mod:`pipeline.data.synthetic`: the writers of the embedded synthetic datasets.
 
-A new dataset: its config in ``conf/data/``, its entry in the schema's ``DATASETS``, a fetch
-branch (archives in ``checksums.yaml``) and a preprocess kind; see ``docs/architecture.md``.
+A new dataset: its config in ``conf/data/``, its entry in ``pipeline.tasks.catalog.DATASETS``,
+a fetch branch (archives in ``checksums.yaml``) and a preprocess kind; see
+``docs/architecture.md``.
 """
