@@ -4,17 +4,24 @@ Usage::
 
     python -m pipeline.evaluate experiment=table1/dgmn_da_dw_ds [profile=default] [key=value]
 
-Reads ``runs/<profile>/train/<experiment>/model.pt`` and writes, atomically,
-``runs/<profile>/eval/<experiment>/``:
+Reads ``runs/<profile>/train/<experiment>/model.pt`` and writes, each atomically
+(paths from :mod:`pipeline.layout`):
 
-- ``metrics.json``: segmentation mIoU single-scale and multi-scale + flip, per-class IoU; or
-  COCO box and mask AP (AP, AP50, AP75, S/M/L) from pycocotools' COCOeval; plus params and
-  GMACs (paper convention and full) of the whole model and of the inserted context modules,
-  and the inference latency per image;
-- ``cityscapes_results/*.png`` (labelIds, official file names; the official
+- ``runs/<profile>/metrics/<experiment>.json`` (the numbers only; ``dvc.yaml`` declares it as
+  the stage's metrics, so ``dvc metrics show`` and ``dvc exp show`` list it): segmentation mIoU
+  single-scale and multi-scale + flip and pixel accuracy; or COCO box and mask AP (AP, AP50,
+  AP75, S/M/L) from pycocotools' COCOeval; plus params and GMACs (paper convention and full) of
+  the whole model and of the inserted context modules, and the inference latency per image;
+- ``runs/<profile>/plots/<experiment>/per_class.json``: the IoU of each class (segmentation) or
+  the box AP of each category (detection), records for ``dvc plots``;
+- ``runs/<profile>/eval/<experiment>/``: ``evaluation.json`` (what was evaluated and how:
+  experiment, task, profile, model config, torch version, latency device);
+  ``cityscapes_results/*.png`` (labelIds, official file names; the official
   ``evalPixelLevelSemanticLabeling`` scores them) or ``coco_results.json`` (the test-dev format);
-- ``qualitative.npz`` (images, ground truth, predictions) and, for DGMN models, ``walks.npz``
+  ``qualitative.npz`` (images, ground truth, predictions) and, for DGMN models, ``walks.npz``
   (the sampled nodes of one receiving pixel) for the report's figures.
+
+On a terminal, a progress bar with ETA follows the passes over the val images.
 """
 
 from __future__ import annotations
@@ -33,13 +40,18 @@ from torch import nn
 from dgmn.metrics import count_complexity
 from pipeline.common.cli import parse_stage_args
 from pipeline.common.errors import StageError, run_stage
-from pipeline.common.fs import atomic_directory
+from pipeline.common.fs import atomic_directory, atomic_write_json
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
-from pipeline.layout import Layout
+from pipeline.evaluation.records import PER_CLASS_KEY, scores
+from pipeline.layout import PER_CLASS, Layout
 from pipeline.tasks.base import Task
 from pipeline.tasks.registry import build_task, task_class
 from pipeline.tracking import log_evaluation
+
+#: In the eval directory: the evaluation's fields that are not scores (experiment, task,
+#: profile, model config, torch version, latency device).
+EVALUATION_INFO = "evaluation.json"
 
 
 def load_trained_model(task: Task) -> nn.Module:
@@ -82,12 +94,15 @@ def latency_ms(model: nn.Module, example: Any, reps: int) -> float:
 
 
 def evaluate(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> dict[str, Any]:
-    """Evaluate ``cfg``'s trained model; returns the metrics written to ``metrics.json``:
-    the task's own (:meth:`~pipeline.tasks.base.Task.evaluate`), complexity and latency."""
+    """Evaluate ``cfg``'s trained model; returns all it measured: the task's own
+    (:meth:`~pipeline.tasks.base.Task.evaluate`), complexity and latency, and what was
+    evaluated. The numbers go to the metrics file, the ``per_class`` records to the plots
+    directory, the rest to ``evaluation.json`` (see the module docstring)."""
     task = build_task(cfg, project_root)
     model = load_trained_model(task)
     torch.manual_seed(cfg.seed)
-    with atomic_directory(Layout.of(cfg, project_root).eval_dir) as tmp:
+    layout = Layout.of(cfg, project_root)
+    with atomic_directory(layout.eval_dir) as tmp:
         metrics = task.evaluate(model, tmp)
         example = task.evaluation_example()
         metrics.update(complexity(task, model, example),
@@ -95,7 +110,11 @@ def evaluate(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> dict[str
                        experiment=cfg.trained_as, task=cfg.data.task, profile=cfg.profile,
                        latency_device="cpu", torch=torch.__version__,
                        config={"model": as_dict(cfg)["model"]})
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        numbers = scores(metrics)
+        atomic_write_json(tmp / EVALUATION_INFO, {k: v for k, v in metrics.items()
+                                                  if k not in numbers and k != PER_CLASS_KEY})
+    atomic_write_json(layout.plots_dir / PER_CLASS, metrics.get(PER_CLASS_KEY, []))
+    atomic_write_json(layout.metrics_file, numbers)  # last: its presence means "evaluated"
     log_evaluation(cfg, project_root, metrics)  # into the training's MLflow run: eval/<name>
     return metrics
 

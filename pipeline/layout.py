@@ -6,13 +6,18 @@
     <paths.processed>/<data.name>/            preprocessed dataset (+ manifest.json)
     <paths.runs>/<profile>/train/<experiment>/  train stage outputs
     <paths.runs>/<profile>/eval/<experiment>/   evaluate stage outputs
+    <paths.runs>/<profile>/metrics/<experiment>.json   evaluate: the scores (DVC metrics)
+    <paths.runs>/<profile>/plots/<experiment>/  train and evaluate: curves and per-class
+                                                scores as records (DVC plots)
     <paths.runs>/<profile>/tune/                tune stage outputs
     <paths.reports>/<profile>/                report stage outputs (default reports/)
     <paths.ray_storage>/                      Ray Train / Tune run directories (checkpoints)
     mlflow.db, mlruns/                        the project's own MLflow store and artifacts
 
 Relative settings are taken from the project root; ``<experiment>`` is the experiment whose
-training a config is (``cfg.trained_as``, e.g. ``table1/dgmn_da``).
+training a config is (``cfg.trained_as``, e.g. ``table1/dgmn_da``). The metrics and plots
+files sit outside the stages' cached output directories: DVC declares them uncached (git keeps
+them, so ``dvc exp show`` has them per experiment) and forbids an output inside another.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ REPORTS = "reports"
 #: The project's own MLflow SQLite store and artifact root, relative to the project root.
 MLFLOW_STORE = "mlflow.db"
 MLFLOW_ARTIFACTS = "mlruns"
+#: The DVC plot files of an experiment (records, one JSON list each), in its plots directory:
+#: training loss and learning rate per logged iteration (train), the headline validation
+#: metric per validation (train), the score of each class (evaluate).
+TRAINING_CURVE = "training.json"
+VALIDATION_CURVE = "validation.json"
+PER_CLASS = "per_class.json"
 
 
 def reports_dir(project_root: Path, profile: str, reports: str = REPORTS) -> Path:
@@ -53,6 +64,14 @@ class RunDirs:
 
     def eval(self, experiment: str) -> Path:
         return self.root / "eval" / experiment
+
+    def metrics(self, experiment: str) -> Path:
+        """The evaluate stage's scores of ``experiment`` (numbers only: DVC's metrics file)."""
+        return self.root / "metrics" / f"{experiment}.json"
+
+    def plots(self, experiment: str) -> Path:
+        """The directory of ``experiment``'s DVC plot files (:data:`TRAINING_CURVE`, …)."""
+        return self.root / "plots" / experiment
 
     def tune(self) -> Path:
         return self.root / "tune"
@@ -97,6 +116,16 @@ class Layout:
     def eval_dir(self) -> Path:
         """This experiment's evaluate stage outputs."""
         return self.runs.eval(self.experiment)
+
+    @property
+    def metrics_file(self) -> Path:
+        """This experiment's evaluation scores (DVC metrics)."""
+        return self.runs.metrics(self.experiment)
+
+    @property
+    def plots_dir(self) -> Path:
+        """This experiment's DVC plot files."""
+        return self.runs.plots(self.experiment)
 
     @property
     def tune_dir(self) -> Path:

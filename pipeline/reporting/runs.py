@@ -34,7 +34,7 @@ class RunLayout:
         return self.dirs.root
 
     def metrics(self, trained_as: str) -> Path:
-        return self.dirs.eval(trained_as) / "metrics.json"
+        return self.dirs.metrics(trained_as)
 
     def qualitative(self, trained_as: str) -> Path:
         return self.dirs.eval(trained_as) / "qualitative.npz"

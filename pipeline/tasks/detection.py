@@ -18,6 +18,8 @@ from dgmn.models import build_model
 from dgmn.models.detection import resolve_insert
 from pipeline.config.schema import ConfigError
 from pipeline.evaluation.inference import detection_results
+from pipeline.evaluation.progress import over_images
+from pipeline.evaluation.records import PER_CLASS_KEY, per_class
 from pipeline.tasks.base import Task, distributed
 
 #: Inserted modules whose φ and G a sweep sets: the DGMN and its reduced (res4) form.
@@ -95,13 +97,21 @@ class DetectionTask(Task):
         return dict(evaluate_coco(dataset.coco, results, img_ids=self._scored_ids()))
 
     def evaluate(self, model: nn.Module, out: Path) -> dict[str, Any]:
-        """COCO box and mask AP; ``coco_results.json`` (the test-dev format) when exporting."""
+        """COCO box and mask AP, and the box AP of each category as records under
+        ``per_class``; ``coco_results.json`` (the test-dev format) when exporting."""
         dataset = self.val_dataset()
-        results = detection_results(model, dataset, range(self.val_count()),
+        results = detection_results(model, dataset, over_images(self.val_count(), "evaluate"),
                                     torch.device("cpu"))
         if self.cfg.evaluate.export:
             write_coco_results(results, out / "coco_results.json")
-        return dict(evaluate_coco(dataset.coco, results, img_ids=self._scored_ids()))
+        scores = evaluate_coco(dataset.coco, results, img_ids=self._scored_ids(),
+                               per_category=True)
+        # per-category APs come back as "<iou type>_AP/<category id>" keys
+        per_category = {k: scores.pop(k) for k in [k for k in scores if "/" in k]}
+        ids = dataset.coco.getCatIds()
+        return {**scores, PER_CLASS_KEY: per_class(
+            "bbox_AP", [dataset.coco.cats[i]["name"] for i in ids],
+            [per_category[f"bbox_AP/{i}"] for i in ids])}
 
     def evaluation_example(self) -> list[Tensor]:
         return [self.val_dataset()[0][0]]

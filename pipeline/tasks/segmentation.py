@@ -27,6 +27,8 @@ from dgmn.nn.ohem_loss import OhemCrossEntropy
 from pipeline.config.schema import ConfigError, PipelineConfig
 from pipeline.evaluation.figures import denormalise, walks_figure
 from pipeline.evaluation.inference import segment, segmentation_confusion
+from pipeline.evaluation.progress import over_images
+from pipeline.evaluation.records import PER_CLASS_KEY, per_class
 from pipeline.tasks.base import Task, distributed
 
 #: Writes the official result file of val image ``index`` from its ``(H, W) uint8`` trainId
@@ -126,11 +128,12 @@ class SegmentationTask(Task):
 
     def evaluate(self, model: nn.Module, out: Path) -> dict[str, Any]:
         """Single-scale mIoU (with the official result files and the report's figure data in
-        the same pass) and multi-scale + flip mIoU (``evaluate.scales``, ``evaluate.flip``)."""
+        the same pass) and multi-scale + flip mIoU (``evaluate.scales``, ``evaluate.flip``);
+        the single-scale IoU of each class as records under ``per_class``."""
         dataset, count, data = self.val_dataset(), self.val_count(), self.cfg.data
         settings = self.cfg.evaluate
-        multi = segmentation_confusion(model, dataset, range(count), data.num_classes,
-                                       torch.device("cpu"), data.ignore_index,
+        multi = segmentation_confusion(model, dataset, over_images(count, "evaluate: MS + flip"),
+                                       data.num_classes, torch.device("cpu"), data.ignore_index,
                                        scales=settings.scales, flip=settings.flip,
                                        window=settings.window)
         single = torch.zeros_like(multi)
@@ -138,7 +141,7 @@ class SegmentationTask(Task):
         if results is not None:
             results.mkdir()
         images, labels, predictions = [], [], []
-        for index in range(count):
+        for index in over_images(count, "evaluate: single scale"):
             image, mask = dataset[index]
             prediction = segment(model, image, window=settings.window).argmax(0)
             single += confusion_matrix(prediction, mask.as_subclass(Tensor), data.num_classes,
@@ -156,8 +159,10 @@ class SegmentationTask(Task):
         walks = walks_figure(model, dataset[0][0])
         if walks is not None:
             np.savez_compressed(out / "walks.npz", **walks)
-        return {**_scores(single), "miou_ms_flip": 100 * mean_iou(multi),
-                "class_names": list(dataset.classes)}  # type: ignore[attr-defined]
+        scores = _scores(single)
+        ious = scores.pop("iou_per_class")
+        return {**scores, "miou_ms_flip": 100 * mean_iou(multi),
+                PER_CLASS_KEY: per_class("iou", dataset.classes, ious)}  # type: ignore[attr-defined]
 
     def evaluation_example(self) -> Tensor:
         return torch.randn(1, 3, *self.val_dataset()[0][0].shape[-2:])

@@ -14,6 +14,7 @@ from pipeline.data.preprocess import PreprocessConfig
 from pipeline.data.preprocess import run as preprocess
 from pipeline.data.synthetic.coco import SyntheticCocoConfig
 from pipeline.evaluate import evaluate
+from pipeline.layout import PER_CLASS, Layout
 from pipeline.tasks.registry import build_task
 
 
@@ -34,7 +35,17 @@ def test_detection_evaluation_writes_coco_results_and_ap(tmp_path):
 
     metrics = evaluate(cfg, tmp_path)
     out = tmp_path / "runs" / "smoke" / "eval" / "table2" / "dgmn_c5"
-    assert json.loads((out / "metrics.json").read_text())["bbox_AP"] == metrics["bbox_AP"]
+    layout = Layout.of(cfg, tmp_path)
+    scores = json.loads(layout.metrics_file.read_text())  # numbers only: DVC's metrics file
+    assert scores["bbox_AP"] == metrics["bbox_AP"] and scores["latency_ms"] > 0
+    assert all(isinstance(v, float) for v in scores.values())
+    assert json.loads((out / "evaluation.json").read_text())["task"] == "detection"
+    # the box AP of each category, as records for `dvc plots`
+    per_class = json.loads((layout.plots_dir / PER_CLASS).read_text())
+    coco = build_task(cfg, tmp_path).val_dataset().coco
+    assert [r["class"] for r in per_class] == [coco.cats[i]["name"] for i in coco.getCatIds()]
+    assert {r["metric"] for r in per_class} == {"bbox_AP"}
+    assert all(r["value"] is None or 0.0 <= r["value"] <= 100.0 for r in per_class)
     for key in ("bbox_AP", "bbox_AP50", "bbox_AP75", "segm_AP", "segm_AP50", "segm_AP75"):
         assert 0.0 <= metrics[key] <= 100.0, key
     results = json.loads((out / "coco_results.json").read_text())

@@ -29,6 +29,8 @@ def test_paths_follow_the_config(cfg, tmp_path: Path) -> None:
     runs = tmp_path / "out" / "runs" / "smoke"
     assert layout.train_dir == runs / "train" / "table1" / "dgmn_da_dw"
     assert layout.eval_dir == runs / "eval" / "table1" / "dgmn_da_dw"
+    assert layout.metrics_file == runs / "metrics" / "table1" / "dgmn_da_dw.json"
+    assert layout.plots_dir == runs / "plots" / "table1" / "dgmn_da_dw"
     assert layout.tune_dir == runs / "tune"
     assert layout.reports == tmp_path / "reports" / "smoke"
     assert layout.ray_storage == Path("/abs/ray")  # absolute settings stay as they are
@@ -39,7 +41,7 @@ def test_the_report_reads_where_the_stages_write(cfg, tmp_path: Path) -> None:
     layout = Layout.of(cfg, tmp_path)
     report = RunLayout(layout.runs_root, cfg.profile)
     assert report.history(cfg.trained_as) == layout.train_dir / "history.json"
-    assert report.metrics(cfg.trained_as) == layout.eval_dir / "metrics.json"
+    assert report.metrics(cfg.trained_as) == layout.metrics_file
     assert report.walks(cfg.trained_as).parent == layout.eval_dir
     assert report.tune_results() == layout.tune_dir / "results.json"
 

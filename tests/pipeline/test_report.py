@@ -18,6 +18,7 @@ import pytest
 from dgmn.paper import paper_rows
 from pipeline import report
 from pipeline.common.errors import StageError, run_stage
+from pipeline.layout import RunDirs
 from pipeline.reporting.experiments import experiment_index, row_experiments
 from pipeline.reporting.readme import END, START
 from pipeline.reporting.runs import MissingRunError, RunLayout
@@ -32,7 +33,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _trained(tables: tuple[str, ...] = SELECTION) -> dict[str, str]:
-    """``{trained_as: task}`` of every run the tables read (one metrics.json each)."""
+    """``{trained_as: task}`` of every run the tables read (one metrics file each)."""
     return {ref.trained_as: ref.task for ref in experiment_index(PROFILE) if ref.table in tables}
 
 
@@ -43,19 +44,17 @@ def value_of(name: str) -> float:
 
 def write_metrics(root: Path, name: str, task: str) -> None:
     v = value_of(name)
-    data = {"experiment": name, "task": task, "params_m": 4.1, "added_params_m": v / 100,
-            "added_gmacs_paper": v / 10, "added_gmacs_full": v / 9, "gmacs_paper": 30.0,
-            "gmacs_full": 31.0, "latency_ms": 12.3, "latency_device": "cpu",
-            "predictions": "predictions/"}
+    data = {"params_m": 4.1, "added_params_m": v / 100, "added_gmacs_paper": v / 10,
+            "added_gmacs_full": v / 9, "gmacs_paper": 30.0, "gmacs_full": 31.0,
+            "latency_ms": 12.3}
     if task == "segmentation":
-        data |= {"miou": v, "miou_ms_flip": v + 1, "pixel_accuracy": 90.0,
-                 "iou_per_class": [v] * 18 + [None], "class_names": [f"c{i}" for i in range(19)]}
+        data |= {"miou": v, "miou_ms_flip": v + 1, "pixel_accuracy": 90.0}
     else:
         data |= {f"{kind}_AP{suffix}": v + offset for kind, offset in (("bbox", 0), ("segm", 1))
                  for suffix in ("", "50", "75", "s", "m", "l")}
         if name == NAN_RUN:
             data[NAN_KEY] = float("nan")
-    path = root / "eval" / name / "metrics.json"
+    path = RunDirs(root).metrics(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))  # NaN written the way Python's json writes it
 
@@ -73,6 +72,7 @@ def write_walks(root: Path, name: str) -> None:
     rates, k = np.array([1, 2]), 3
     offsets = np.stack(np.meshgrid(np.arange(-1, 2), np.arange(-1, 2), indexing="ij"), -1)
     uniform = np.stack([np.array([2.0, 3.0]) + r * offsets.reshape(-1, 2) for r in rates])
+    (root / "eval" / name).mkdir(parents=True, exist_ok=True)
     np.savez(root / "eval" / name / "walks.npz",
              image=np.full((32, 64, 3), 120, np.uint8), stride=np.array(8), rates=rates,
              kernel_size=np.array(k), receiver=np.array([2, 3]),
@@ -83,6 +83,7 @@ def write_qualitative(root: Path, name: str) -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 19, (2, 16, 32)).astype(np.uint8)
     labels[:, :2] = 255
+    (root / "eval" / name).mkdir(parents=True, exist_ok=True)
     np.savez(root / "eval" / name / "qualitative.npz",
              images=rng.integers(0, 255, (2, 16, 32, 3)).astype(np.uint8), labels=labels,
              predictions=rng.integers(0, 19, (2, 16, 32)).astype(np.uint8))
@@ -131,7 +132,7 @@ def built_more(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def assert_rows_mirror_the_paper(built: Path, table: str) -> None:
     """Every paper row in order, labelled by its experiment, our numbers from its run's
-    metrics.json and the paper's from tables.yaml."""
+    metrics file and the paper's from tables.yaml."""
     spec, paper = TABLE_SPECS[table], paper_rows(table)
     refs = row_experiments(experiment_index(PROFILE), table)
     rows = read_csv(built / f"{table}.csv")
@@ -142,8 +143,8 @@ def assert_rows_mirror_the_paper(built: Path, table: str) -> None:
         for column in spec.columns:
             cell = row[column.header]
             if column.source == "ours":
-                expected = json.loads((built.parent.parent / "runs" / PROFILE / "eval"
-                                       / ref.trained_as / "metrics.json").read_text())
+                expected = json.loads(RunDirs.of(built.parent.parent / "runs", PROFILE)
+                                      .metrics(ref.trained_as).read_text())
                 value = expected[column.key]
                 assert cell == ("" if math.isnan(value) else f"{value:.{column.digits}f}")
             elif column.kind == "number":
@@ -267,10 +268,10 @@ def test_readme_section_and_tune_table(built: Path) -> None:
 
 def test_missing_metrics_file_is_an_error_naming_it(tmp_path: Path) -> None:
     runs = make_runs(tmp_path / "runs")
-    gone = runs / PROFILE / "eval" / "table1" / "aspp" / "metrics.json"
+    gone = runs / PROFILE / "metrics" / "table1" / "aspp.json"
     gone.unlink()
     out = tmp_path / "reports"
-    named = re.escape("runs/smoke/eval/table1/aspp/metrics.json")
+    named = re.escape("runs/smoke/metrics/table1/aspp.json")
     with pytest.raises(MissingRunError, match=named):
         report.run(PROFILE, SELECTION[:1], runs, out)
     assert not out.exists()
@@ -279,7 +280,7 @@ def test_missing_metrics_file_is_an_error_naming_it(tmp_path: Path) -> None:
     assert row["run"] == "missing (table1/aspp)" and row["mIoU (ours)"] == ""
     assert row["mIoU (paper)"] == "78.9"
     md = (out / f"{SELECTION[0]}.md").read_text(encoding="utf-8")
-    assert "runs/smoke/eval/table1/aspp/metrics.json not found" in md
+    assert "runs/smoke/metrics/table1/aspp.json not found" in md
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tables"][SELECTION[0]]["rows"][2]["status"] == "missing"
 

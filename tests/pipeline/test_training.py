@@ -31,6 +31,7 @@ from pipeline.data.preprocess import PreprocessConfig
 from pipeline.data.preprocess import run as preprocess
 from pipeline.data.synthetic.cityscapes import SyntheticCityscapesConfig
 from pipeline.evaluate import evaluate
+from pipeline.layout import PER_CLASS, VALIDATION_CURVE, Layout
 from pipeline.tasks import registry as task_registry
 from pipeline.tasks.segmentation import SegmentationTask
 from pipeline.train import run_lock, train
@@ -138,8 +139,16 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray, f
     official = _official_cityscapes_miou(exported / "cityscapes_results",
                                          project["root"] / "processed" / "cityscapes")
     assert official == pytest.approx(scores["miou"] / 100, abs=1e-9)
-    assert {"qualitative.npz", "walks.npz", "metrics.json"} <= {p.name for p in
-                                                                exported.iterdir()}
+    assert {"qualitative.npz", "walks.npz", "evaluation.json"} <= {p.name for p in
+                                                                   exported.iterdir()}
+    layout = Layout.of(cfg, project["root"])
+    assert json.loads(layout.metrics_file.read_text())["miou"] == scores["miou"]
+    ious = [r["value"] for r in json.loads((layout.plots_dir / PER_CLASS).read_text())
+            if r["value"] is not None]
+    assert sum(ious) / len(ious) == pytest.approx(scores["miou"])  # mIoU: mean class IoU
+    validation = json.loads((layout.plots_dir / VALIDATION_CURVE).read_text())
+    assert [(r["iteration"], r["value"]) for r in validation] == \
+        [(r["iteration"], r["miou"]) for r in history["val"]]
 
 
 def _official_cityscapes_miou(predictions: Path, root: Path) -> float:

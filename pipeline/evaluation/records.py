@@ -1,0 +1,55 @@
+"""The small files DVC compares between experiments: an evaluation's scores (``dvc metrics``)
+and flat records for ``dvc plots`` (training curves, per-class scores).
+
+DVC reads a metrics file's numbers (it shows strings and nested keys as columns too, and drops
+lists), and a plot file as one list of records with the same fields; ``dvc.yaml`` names the
+fields each plot draws: ``iteration``/``loss`` (training curve), ``iteration``/``value``
+(validation curve), ``value``/``class`` (per-class scores). ``metric`` in a record says which
+metric ``value`` is (``miou`` or ``bbox_AP`` …, the same field for every task).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: The key of an evaluation's per-class records in the dict a task's ``evaluate`` returns.
+PER_CLASS_KEY = "per_class"
+
+
+def _number(value: Any) -> float | None:
+    """A finite number as a float, else ``None`` (JSON ``null``: strict JSON has no NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def scores(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of an evaluation's result (``miou``, ``bbox_AP``, ``params_m`` …), sorted by
+    name; strings, lists and nested records are left out (they are not metrics)."""
+    return {k: float(v) for k, v in sorted(result.items())
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def per_class(metric: str, names: Sequence[str], values: Sequence[float | None]
+              ) -> list[dict[str, Any]]:
+    """One record per class: ``{"class", "metric", "value"}`` (``value`` ``None`` where the
+    metric is undefined, e.g. a class absent from the evaluated images)."""
+    if len(names) != len(values):
+        raise ValueError(f"{len(names)} class names for {len(values)} {metric} values")
+    return [{"class": name, "metric": metric, "value": _number(value)}
+            for name, value in zip(names, values, strict=True)]
+
+
+def training_curve(train: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``{"iteration", "loss", "lr"}`` per logged iteration (a history's ``train`` records)."""
+    return [{"iteration": int(r["iteration"]), "loss": _number(r["loss"]), "lr": _number(r["lr"])}
+            for r in train]
+
+
+def validation_curve(val: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """``{"iteration", "metric", "value"}`` per validation (a history's ``val`` records),
+    ``value`` being the task's headline ``metric``."""
+    return [{"iteration": int(r["iteration"]), "metric": metric, "value": _number(r.get(metric))}
+            for r in val]
