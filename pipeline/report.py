@@ -5,19 +5,21 @@ Usage::
     python -m pipeline.report [profile=default] [key=value ...] [--tables t1,t2]
                               [--allow-missing] [--update-readme [README.md]]
 
-Reads, for profile P, ``runs/P/eval/<experiment>/{metrics.json,qualitative.npz,walks.npz}``
-(evaluate stage), ``runs/P/train/<experiment>/history.json`` (train stage) and
-``runs/P/tune/results.json`` (tune stage, optional), and writes ``reports/P/`` atomically:
+Reads, for profile P, ``runs/P/metrics/<experiment>.json`` (the scores) and
+``runs/P/eval/<experiment>/{qualitative.npz,walks.npz}`` (evaluate stage),
+``runs/P/train/<experiment>/history.json`` (train stage) and ``runs/P/tune/results.json``
+(tune stage, optional), and writes ``reports/P/`` atomically:
 
 - ``<table>.{md,csv,tex}`` per paper table, one row per paper row in the paper's order, our
   numbers beside the paper's (``–`` where one is missing), and ``tune.{md,csv,tex}``;
-- ``plots/curves_<table>.png`` (validation curves, Fig. 5), ``plots/sampling_<exp>.png``
-  (sampled nodes of a receiving pixel, Fig. 4), ``plots/qualitative_<exp>.png``;
+- ``plots/curves_<table>.png`` (training loss and validation curves, Fig. 5),
+  ``plots/sampling_<exp>.png`` (sampled nodes of a receiving pixel, Fig. 4),
+  ``plots/qualitative_<exp>.png``;
 - ``README_results.md`` (the section ``--update-readme`` puts between the README's
   ``<!-- results:start -->`` / ``<!-- results:end -->`` markers) and ``summary.json``.
 
 Tables: ``--tables``, else ``report.tables`` (``conf/report/<profile>.yaml``), else Tables 1, 2,
-6, 7 (and 4 when one of its own, non-alias runs was evaluated). A missing ``metrics.json`` of
+6, 7 (and 4 when one of its own, non-alias runs was evaluated). A missing metrics file of
 a selected table is an error naming the file(s), unless ``--allow-missing`` (then the row
 shows ``missing`` — but a table without any evaluated run is still an error).
 """
@@ -82,7 +84,7 @@ def select_tables(tables: Sequence[str] | None, index: Sequence[ExperimentRef],
 
 def check_runs(tables: Sequence[str], experiments: dict[str, dict[int, ExperimentRef]],
                layout: RunLayout, allow_missing: bool, base: Path) -> None:
-    """Fail naming every absent ``metrics.json`` (or, with ``allow_missing``, every table
+    """Fail naming every absent metrics file (or, with ``allow_missing``, every table
     without a single evaluated run)."""
     missing: dict[str, list[str]] = {}
     empty = []
@@ -132,7 +134,7 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
         runs_dir: the ``runs`` root (default ``<project>/runs``).
         out_dir: the report directory, replaced atomically (default
             ``<project>/reports/<profile>``).
-        allow_missing: show rows without ``metrics.json`` as missing instead of failing.
+        allow_missing: show rows without a metrics file as missing instead of failing.
         link_root: directory the README section's image links are relative to.
     Returns:
         ``out_dir``.
@@ -172,7 +174,7 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
             block = Block(grid.title, to_markdown(grid))
             plotted(plots.write_curves(TABLE_SPECS[table], rows, layout,
                                        tmp / "plots" / f"curves_{table}.png"),
-                    f"validation curves, {table}", block)
+                    f"training and validation curves, {table}", block)
             blocks.append(block)
             evaluated.update({k: v for k, v in _evaluated(rows).items() if k not in evaluated})
         walks = Block("Sampled nodes of a receiving pixel (cf. Fig. 4)")
@@ -204,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = parse_stage_args(argv, prog="python -m pipeline.report", doc=__doc__, flags=(
         Flag(("--tables",), {"help": "comma-separated paper tables (default: report.tables)"}),
         Flag(("--allow-missing",), {"action": "store_true", "help": "show rows without "
-                                    "metrics.json as missing instead of failing"}),
+                                    "a metrics file as missing instead of failing"}),
         Flag(("--update-readme",), {"nargs": "?", "const": str(PROJECT_ROOT / "README.md"),
                                     "metavar": "README",
                                     "help": "also put the section into README (markers)"})))

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-UNIFORM_CMAP = "Blues"
-WALKED_CMAP = "YlOrBr"
+#: Rate colours: matplotlib's qualitative ``tab10`` without its red (the receiver's colour).
+RATE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
+               "tab:gray", "tab:olive", "tab:cyan")
+RECEIVER_COLOR = "red"
 
 
 def feature_to_image(coords: np.ndarray | Sequence[float], stride: float) -> np.ndarray:
@@ -21,11 +23,9 @@ def feature_to_image(coords: np.ndarray | Sequence[float], stride: float) -> np.
     return (np.asarray(coords, dtype=np.float64) + 0.5) * float(stride)
 
 
-def _shades(cmap_name: str, count: int, low: float, high: float) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps[cmap_name]
-    return [cmap(v) for v in np.linspace(high, low, count)] if count > 1 else [cmap(high)]
+def rate_color(index: int) -> str:
+    """The colour of the ``index``-th rate (the palette repeats after nine rates)."""
+    return RATE_COLORS[index % len(RATE_COLORS)]
 
 
 def _check(positions: np.ndarray, uniform: np.ndarray, rates: Sequence[int]) -> None:
@@ -37,11 +37,23 @@ def _check(positions: np.ndarray, uniform: np.ndarray, rates: Sequence[int]) -> 
         raise ValueError(f"{len(rates)} rates for {positions.shape[0]} sets of positions")
 
 
+def _inside(xy: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Which ``(..., 2)`` image points ``(y, x)`` lie on the ``height × width`` image."""
+    y, x = xy[..., 0], xy[..., 1]
+    return (y >= -0.5) & (y <= height - 0.5) & (x >= -0.5) & (x <= width - 0.5)
+
+
 def draw_sampling(ax: Any, image: np.ndarray, positions: np.ndarray, uniform: np.ndarray,
                   receiver: Sequence[float], stride: float, rates: Sequence[int], *,
-                  uniform_cmap: str = UNIFORM_CMAP, walked_cmap: str = WALKED_CMAP,
                   links: bool = True, marker_size: float = 22.0, legend: bool = True) -> None:
     """Draw the image, a receiving node and the nodes it samples at every rate.
+
+    Each rate has its own colour (:data:`RATE_COLORS`): hollow squares mark its uniform grid,
+    filled circles the walked positions (linked to their uniform node). Only nodes on the
+    image are drawn, and only drawn things are in the legend: a rate whose nodes all fall
+    outside the image is named in a note under it instead. Each rate's centre node is the
+    receiver (one red star). Without walks (``positions`` equal to ``uniform``: a module
+    without dynamic sampling) only the uniform grid is drawn.
 
     Args:
         ax: matplotlib ``Axes``.
@@ -49,11 +61,9 @@ def draw_sampling(ax: Any, image: np.ndarray, positions: np.ndarray, uniform: np
         positions: ``(S, K, 2)`` sampled positions ``(y, x)`` in feature cells, walks included
             (``p_i + ρ·δ_k + Δd_k``, Eq. 4).
         uniform: ``(S, K, 2)`` the uniform grid ``p_i + ρ·δ_k`` (no walks).
-        receiver: ``(y, x)`` of the receiving node i in feature cells (red point).
+        receiver: ``(y, x)`` of the receiving node i in feature cells (red star).
         stride: output stride of the feature map (image pixels per cell).
         rates: the S sampling rates φ (legend labels).
-        uniform_cmap, walked_cmap: colour families of the uniform grid and the walked nodes;
-            each rate gets its own shade (darker = smaller rate).
         links: draw a thin line from each uniform node to where its walk took it.
     """
     positions = np.asarray(positions, dtype=np.float64)
@@ -63,24 +73,38 @@ def draw_sampling(ax: Any, image: np.ndarray, positions: np.ndarray, uniform: np
     ax.imshow(image)
     walked_xy = feature_to_image(positions, stride)
     uniform_xy = feature_to_image(uniform, stride)
-    blues = _shades(uniform_cmap, len(rates), 0.45, 0.95)
-    yellows = _shades(walked_cmap, len(rates), 0.25, 0.7)
+    walked = not np.allclose(positions, uniform)
+    # every rate's centre node (offset 0) is the receiver itself, drawn once as the receiver
+    centre = np.all(np.isclose(uniform, np.asarray(receiver, dtype=np.float64)), axis=-1)
+    outside = []
     for q, rate in enumerate(rates):
-        if links:
-            for (uy, ux), (wy, wx) in zip(uniform_xy[q], walked_xy[q], strict=True):
-                ax.plot([ux, wx], [uy, wy], color=yellows[q], linewidth=0.6, alpha=0.7)
-        ax.scatter(uniform_xy[q, :, 1], uniform_xy[q, :, 0], s=marker_size, marker="s",
-                   color=blues[q], edgecolors="white", linewidths=0.4, zorder=3,
-                   label=f"uniform ρ={rate}")
-        ax.scatter(walked_xy[q, :, 1], walked_xy[q, :, 0], s=marker_size, marker="o",
-                   color=yellows[q], edgecolors="black", linewidths=0.4, zorder=4,
-                   label=f"walked ρ={rate}")
+        color = rate_color(q)
+        on_grid = _inside(uniform_xy[q], height, width) & ~centre[q]
+        on_walk = _inside(walked_xy[q], height, width) if walked else np.zeros_like(on_grid)
+        if not (on_grid.any() or on_walk.any()):
+            outside.append(rate)
+            continue
+        if on_grid.any():
+            ax.scatter(uniform_xy[q, on_grid, 1], uniform_xy[q, on_grid, 0], s=marker_size,
+                       marker="s", facecolors="none", edgecolors=color, linewidths=1.2,
+                       zorder=3, label=f"uniform ρ={rate}")
+        if on_walk.any():
+            if links:
+                for (uy, ux), (wy, wx) in zip(uniform_xy[q, on_walk], walked_xy[q, on_walk],
+                                              strict=True):
+                    ax.plot([ux, wx], [uy, wy], color=color, linewidth=0.6, alpha=0.7)
+            ax.scatter(walked_xy[q, on_walk, 1], walked_xy[q, on_walk, 0], s=marker_size,
+                       marker="o", color=color, edgecolors="black", linewidths=0.4, zorder=4,
+                       label=f"walked ρ={rate}")
     ry, rx = feature_to_image(receiver, stride)
-    ax.scatter([rx], [ry], s=marker_size * 2.5, color="red", edgecolors="white",
-               linewidths=0.8, zorder=5, label="receiver")
+    ax.scatter([rx], [ry], s=marker_size * 4, marker="*", color=RECEIVER_COLOR,
+               edgecolors="white", linewidths=0.8, zorder=5, label="receiver")
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_axis_off()
+    if outside:
+        ax.text(0.0, -0.02, f"all nodes outside the image: {', '.join(f'ρ={r}' for r in outside)}",
+                transform=ax.transAxes, ha="left", va="top", fontsize="x-small")
     if legend:
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   borderaxespad=0.0)

@@ -1,6 +1,7 @@
 """The report's PNG figures, drawn with :mod:`dgmn.viz` from a profile's run files:
-validation curves per table (Fig. 5), sampled nodes of a receiving pixel (Fig. 4) and
-qualitative segmentations (image | ground truth | prediction, Cityscapes colours)."""
+training loss and validation curves per table (Fig. 5), sampled nodes of a receiving pixel
+(Fig. 4) and qualitative segmentations (image | ground truth | prediction, Cityscapes colours,
+with a legend of the classes shown)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from dgmn.data.labels import train_id_colors
-from dgmn.viz import curves_figure, prediction_figure, sampling_figure
+from dgmn.data.labels import train_id_colors, train_id_names
+from dgmn.viz import Panel, curves_figure, prediction_figure, sampling_figure
 from dgmn.viz.curves import Curve
 from pipeline.reporting.runs import RunLayout, as_number, read_json, read_npz
 from pipeline.reporting.specs import TableSpec, metric_name
@@ -33,18 +34,22 @@ def save(fig: Any, path: Path) -> Path:
     return path
 
 
-def validation_curves(history: dict[str, Any], metric: str) -> Curve | None:
-    """``(iterations, values)`` of ``metric`` in a ``history.json``'s ``val`` records."""
-    points = [(r["iteration"], as_number(r.get(metric))) for r in history.get("val", [])
-              if "iteration" in r and metric in r]
+def history_curve(history: dict[str, Any], part: str, key: str) -> Curve | None:
+    """``(iterations, values)`` of ``key`` in a ``history.json``'s ``part`` records
+    (``train``: per logged iteration; ``val``: per validation)."""
+    points = [(r["iteration"], as_number(r.get(key))) for r in history.get(part, [])
+              if "iteration" in r and key in r]
     return (tuple(p[0] for p in points), tuple(p[1] for p in points)) if points else None
 
 
 def write_curves(spec: TableSpec, rows: Sequence[RowResult], layout: RunLayout,
                  path: Path) -> Path | None:
-    """One panel per ``spec.curves`` metric, one line per evaluated row (its training's
-    ``history.json``); ``None`` when no row has a history."""
-    panels: dict[str, dict[str, Curve]] = {metric_name(m): {} for m in spec.curves}
+    """The training loss, then one panel per ``spec.curves`` validation metric; one line per
+    evaluated row (its training's ``history.json``); ``None`` when no row has a history."""
+    # (history part, key, panel title, y label) of each panel
+    sources = [("train", "loss", "training loss", "loss")]
+    sources += [("val", m, f"validation {metric_name(m)}", metric_name(m)) for m in spec.curves]
+    curves: list[dict[str, Curve]] = [{} for _ in sources]
     for row in rows:
         if row.status != "ok" or row.trained_as is None:
             continue
@@ -52,12 +57,14 @@ def write_curves(spec: TableSpec, rows: Sequence[RowResult], layout: RunLayout,
         if not file.is_file():
             continue
         history = read_json(file)
-        for metric in spec.curves:
-            curve = validation_curves(history, metric)
+        for (part, key, _, _), panel in zip(sources, curves, strict=True):
+            curve = history_curve(history, part, key)
             if curve is not None:
-                panels[metric_name(metric)][row.label] = curve
-    if not any(panels.values()):
+                panel[row.label] = curve
+    if not any(curves):
         return None
+    panels = [Panel(title, ylabel, panel)
+              for (_, _, title, ylabel), panel in zip(sources, curves, strict=True)]
     return save(curves_figure(panels, title=spec.title), path)
 
 
@@ -72,8 +79,9 @@ def write_sampling(trained_as: str, label: str, layout: RunLayout, path: Path) -
 
 
 def write_qualitative(trained_as: str, label: str, layout: RunLayout, path: Path) -> Path:
-    """Image | ground truth | prediction rows from ``qualitative.npz`` (Cityscapes colours)."""
+    """Image | ground truth | prediction rows from ``qualitative.npz`` (Cityscapes colours and
+    a legend naming those shown)."""
     data = read_npz(layout.qualitative(trained_as), QUALITATIVE_ARRAYS)
     fig = prediction_figure(data["images"], data["labels"], data["predictions"],
-                            train_id_colors(), title=label)
+                            train_id_colors(), title=label, class_names=train_id_names())
     return save(fig, path)
