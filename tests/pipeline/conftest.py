@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -236,3 +237,95 @@ def loopback_ray() -> Iterator[Callable[..., LoopbackCluster]]:
     stop_processes(ours)
     assert not any(_alive(psutil.Process(p)) for p in ours if psutil.pid_exists(p))
     shutil.rmtree(temp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- smoke run + MLflow
+
+
+@contextlib.contextmanager
+def mlflow_server_on_loopback(folder: Path) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 (a free port, its own SQLite store and artifact folder
+    under ``folder``); yields its URL; stopped by PID (its process group) afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    with (folder / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None, (folder / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and its workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+@dataclass
+class SmokeRun:
+    """One smoke training and evaluation (``table1/dgmn_da``) tracked by a real MLflow
+    server: where its files went and what it printed (stdout and stderr interleaved)."""
+
+    root: Path
+    tracking_uri: str
+    overrides: list[str]
+    train_output: str
+    evaluate_output: str
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "runs" / "smoke" / "train" / "table1" / "dgmn_da"
+
+
+def _stage(module: str, overrides: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-m", module, "experiment=table1/dgmn_da",
+                             *overrides], cwd=Path(__file__).resolve().parents[2], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmokeRun]:
+    """``python -m pipeline.train`` then ``python -m pipeline.evaluate`` of the smoke profile
+    on synthetic data, as a user runs them (pipes, not a terminal), against an MLflow server
+    on 127.0.0.1; shared by the tracking and the log tests (one training for both)."""
+    from pipeline.data.fetch import FetchConfig
+    from pipeline.data.fetch import run as fetch
+    from pipeline.data.preprocess import PreprocessConfig
+    from pipeline.data.preprocess import run as preprocess
+    from pipeline.data.synthetic.cityscapes import SyntheticCityscapesConfig
+
+    root = tmp_path_factory.mktemp("smoke_run")
+    raw = root / "raw" / "cityscapes"
+    fetch(FetchConfig(dataset="synthetic_cityscapes", root=raw, progress=False,
+                      synthetic_cityscapes=SyntheticCityscapesConfig(num_train=8, num_val=4)))
+    preprocess(PreprocessConfig(dataset="synthetic_cityscapes", raw_root=raw,
+                                out_root=root / "processed" / "cityscapes", progress=False))
+    drop = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "DGMN_PROGRESS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    with mlflow_server_on_loopback(root / "mlflow") as url:
+        overrides = [f"paths.processed={root / 'processed'}", f"paths.runs={root / 'runs'}",
+                     f"paths.ray_storage={root / 'ray'}", f"tracking.uri={url}",
+                     "profile=smoke"]
+        train_output = _stage("pipeline.train", overrides, env)
+        evaluate_output = _stage("pipeline.evaluate", overrides, env)
+        yield SmokeRun(root, url, overrides, train_output, evaluate_output)
