@@ -186,7 +186,7 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
                                  params={"tune": as_dict(cfg)["tune"]},
                                  tags={"git_commit": git_commit(project_root),
                                        "profile": cfg.profile, "stage": "tune",
-                                       "experiment": base.experiment.name,
+                                       "base_experiment": base.experiment.name,
                                        **git_source(project_root, "pipeline/tune.py")},
                                  artifact_location=artifact_location(cfg, project_root))
         parent = {"run_id": sweep_tracker.run_id, "commit": git_commit(project_root)}
