@@ -247,8 +247,10 @@ class Tracker:
     def log_model(self, model: Any, example: Any, registered_name: str | None = None) -> str:
         """Log ``model`` with ``mlflow.pytorch.log_model`` as ``model``: pickled, carrying the
         ``dgmn`` package's code (it loads without this checkout), pinned requirements, the
-        example as input example and the signature inferred from it and the model's output
-        (input only when the output is not one tensor, e.g. a detector's list of dicts).
+        signature inferred from the example and the model's output, and the example as input
+        example. A model whose output is not one tensor (a detector's list of dicts) gets an
+        input-only signature and no input example: MLflow's generic (pyfunc) serving, which
+        checks an input example by predicting it, takes one output tensor only.
         ``registered_name``: also register it as a version of that model. Returns its URI."""
         import mlflow
         import torch
@@ -260,7 +262,7 @@ class Tracker:
         outputs = output.numpy() if isinstance(output, torch.Tensor) else None
         with self._active():
             info = mlflow.pytorch.log_model(
-                model, name="model", input_example=inputs,
+                model, name="model", input_example=None if outputs is None else inputs,
                 signature=infer_signature(inputs, outputs), serialization_format="pickle",
                 code_paths=[str(Path(dgmn.__file__).parent)],
                 pip_requirements=model_requirements(), registered_model_name=registered_name)
