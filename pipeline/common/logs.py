@@ -7,7 +7,7 @@ per-run log file that holds what the console showed.
   driver prints its worker-line prefixes without ANSI colours (``RAY_COLOR_PREFIX=0``).
 - :func:`tee_to_file`: everything this process writes to ``sys.stdout``/``sys.stderr`` inside
   the block (its own log lines, and the lines of Ray workers, which Ray's driver prints there)
-  is appended to a file as well, without ANSI escapes.
+  is appended to a file as well, without ANSI escapes (a progress bar: its last state).
 - :func:`progress_mode`: ``bar`` (tqdm) on a terminal, else ``lines`` (plain periodic lines
   with an ETA); ``DGMN_PROGRESS=0`` turns bars off anywhere.
 """
@@ -78,16 +78,33 @@ def progress_mode() -> str:
 
 
 class _Tee:
-    """A text stream writing to ``console`` and, without ANSI escapes, to ``file``."""
+    """A text stream writing to ``console`` and, line by line, to ``file``: without ANSI
+    escapes, and of a line redrawn with carriage returns (a progress bar) only what a terminal
+    would show last."""
 
     def __init__(self, console: TextIO, file: TextIO, lock: threading.Lock) -> None:
         self.console, self.file, self.lock = console, file, lock
+        self.pending = ""
+
+    def _to_file(self, line: str) -> None:
+        shown = ANSI.sub("", line).rsplit("\r", 1)[-1]
+        if shown.strip() or "\r" not in line:  # a bar cleared with "\r" leaves nothing
+            self.file.write(shown + "\n")
 
     def write(self, text: str) -> int:
         with self.lock:  # Ray's log thread and the main thread write at once
-            self.file.write(ANSI.sub("", text))
+            *lines, self.pending = (self.pending + text).split("\n")
+            for line in lines:
+                self._to_file(line)
             self.file.flush()
         return self.console.write(text)
+
+    def close_line(self) -> None:
+        """Write the unfinished last line (if any) to the file."""
+        with self.lock:
+            if self.pending:
+                self._to_file(self.pending)
+                self.pending = ""
 
     def flush(self) -> None:
         self.console.flush()
@@ -110,8 +127,11 @@ def tee_to_file(path: Path) -> Iterator[Path]:
     lock = threading.Lock()
     saved = sys.stdout, sys.stderr
     with path.open("a", encoding="utf-8") as file:
-        sys.stdout, sys.stderr = _Tee(saved[0], file, lock), _Tee(saved[1], file, lock)
+        tees = _Tee(saved[0], file, lock), _Tee(saved[1], file, lock)
+        sys.stdout, sys.stderr = tees
         try:
             yield path
         finally:
             sys.stdout, sys.stderr = saved
+            for tee in tees:
+                tee.close_line()

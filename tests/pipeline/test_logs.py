@@ -48,14 +48,18 @@ def test_tee_appends_what_is_printed_without_escapes(tmp_path, capsys):
     with tee_to_file(path):
         print("\x1b[36m(RayTrainWorker pid=1)\x1b[0m it 1/4")
         print("to stderr", file=sys.stderr)
-    with tee_to_file(path):  # a resumed run appends
+    with tee_to_file(path):  # a resumed run appends; a bar redrawn with "\r": its last state
         print("resumed")
+        sys.stderr.write("\rrun:  25%|##  | 1/4")
+        sys.stderr.write("\rrun: 100%|####| 4/4\n")
+        sys.stderr.write("\rrun:  50%|##  | 2/4")  # unfinished when the block ends
     print("after")  # outside the block: console only
-    assert path.read_text().splitlines() == ["(RayTrainWorker pid=1) it 1/4", "to stderr",
-                                             "resumed"]
+    assert path.read_text().splitlines() == [
+        "(RayTrainWorker pid=1) it 1/4", "to stderr", "resumed", "run: 100%|####| 4/4",
+        "run:  50%|##  | 2/4"]
     shown = capsys.readouterr()
     assert shown.out.splitlines()[0] == "\x1b[36m(RayTrainWorker pid=1)\x1b[0m it 1/4"
-    assert shown.err == "to stderr\n"
+    assert shown.err.startswith("to stderr\n\rrun:  25%")
 
 
 def test_logging_set_up_twice_prints_each_record_once(monkeypatch):
