@@ -8,7 +8,9 @@ Checks the config, the dataset root and that the model builds before any worker 
 trains, and writes ``runs/<profile>/train/<experiment>/``: ``metrics.json`` (final validation,
 and the ``run_key`` and ``run_identity`` it came from), ``history.json`` (loss, LR and validation
 curves), ``config.json`` (credentials redacted), ``model.pt`` (weights) and ``curves.png``, all
-atomically (built in a temporary directory, then renamed).
+atomically (built in a temporary directory, then renamed); and, for ``dvc plots``,
+``runs/<profile>/plots/<experiment>/training.json`` (loss and LR per logged iteration) and
+``validation.json`` (the headline validation metric per validation).
 
 The run is identified by the config, the dataset manifest digest and the code digest
 (:mod:`pipeline.training.identity`): an interrupted run with all three unchanged resumes, a
@@ -29,16 +31,17 @@ import torch
 from ray.train import WorkerGroupError
 
 from dgmn.metrics import count_complexity
-from dgmn.viz.curves import draw_curves
+from dgmn.viz.curves import Panel, curves_figure
 from pipeline.common.cli import parse_stage_args
 from pipeline.common.errors import run_stage
-from pipeline.common.fs import atomic_directory, atomic_write_bytes
+from pipeline.common.fs import atomic_directory, atomic_write_bytes, atomic_write_json
 from pipeline.common.locks import exclusive
 from pipeline.common.logs import tee_to_file
 from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
-from pipeline.layout import Layout
+from pipeline.evaluation.records import training_curve, validation_curve
+from pipeline.layout import TRAINING_CURVE, VALIDATION_CURVE, Layout
 from pipeline.tasks.registry import build_task
 from pipeline.tracking import (
     Tracker,
@@ -74,23 +77,20 @@ def preflight(cfg: PipelineConfig, project_root: Path) -> dict[str, float]:
 
 def write_curves(history: History, metric: str, name: str, path: Path) -> None:
     """Training loss, learning rate and validation ``metric`` against iterations, one PNG of
-    three :func:`dgmn.viz.curves.draw_curves` panels."""
-    from matplotlib.figure import Figure
-
+    three :class:`dgmn.viz.curves.Panel` panels."""
     its = [r["iteration"] for r in history.train]
-    panels = {"training loss": ("loss", (its, [r["loss"] for r in history.train])),
-              "learning rate": ("lr", (its, [r["lr"] for r in history.train])),
-              f"validation {metric}": (metric, ([r["iteration"] for r in history.val],
-                                                [r[metric] for r in history.val]))}
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    for ax, (title, (ylabel, curve)) in zip(fig.subplots(1, 3), panels.items(), strict=True):
-        draw_curves(ax, {name: curve}, ylabel=ylabel, title=title)
-    fig.savefig(path, dpi=100)
+    val_its = [r["iteration"] for r in history.val]
+    panels = [Panel("training loss", "loss", {name: (its, [r["loss"] for r in history.train])}),
+              Panel("learning rate", "lr", {name: (its, [r["lr"] for r in history.train])}),
+              Panel(f"validation {metric}", metric,
+                    {name: (val_its, [r.get(metric) for r in history.val])})]
+    curves_figure(panels, panel_size=(4.3, 3.6)).savefig(path, dpi=100)
 
 
 def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric: str,
-                  extra: dict[str, Any]) -> dict[str, Any]:
-    """Fill ``directory`` from the final checkpoint; returns the final metrics."""
+                  extra: dict[str, Any], *, plots: Path) -> dict[str, Any]:
+    """Fill ``directory`` from the final checkpoint, and write the training and validation
+    curves as DVC plot records into ``plots``; returns the final metrics."""
     state = read_state(state_dir / STATE_FILE)
     history = History(**state["history"])
     final = {k: v for k, v in state["metrics"].items() if k != "confusion"}
@@ -105,6 +105,8 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
         (directory / "confusion.json").write_text(json.dumps(state["metrics"]["confusion"]))
     torch.save(state["model"], directory / "model.pt")
     write_curves(history, metric, cfg.experiment.name, directory / "curves.png")
+    atomic_write_json(plots / TRAINING_CURVE, training_curve(history.train))
+    atomic_write_json(plots / VALIDATION_CURVE, validation_curve(history.val, metric))
     return final
 
 
@@ -163,11 +165,13 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
                 raise refused from None
             raise
     metric = build_task(cfg, project_root).metric
-    out = Layout.of(cfg, project_root).train_dir
+    layout = Layout.of(cfg, project_root)
+    out = layout.train_dir
     with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
         final = write_outputs(cfg, tmp, Path(state_dir), metric,
                               {**complexity, "run_key": key,
-                               "run_identity": identity.components()})
+                               "run_identity": identity.components()},
+                              plots=layout.plots_dir)
     atomic_write_bytes(out / TRAIN_LOG, log_file.read_bytes())  # the log up to here
     if tracker:
         record_run(tracker, cfg, project_root, identity, out)

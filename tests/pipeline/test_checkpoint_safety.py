@@ -103,8 +103,10 @@ def test_exporting_a_malicious_final_checkpoint_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(CheckpointRefusedError):
-        write_outputs(load_config(["profile=smoke"]), out, directory, "miou", {})
+        write_outputs(load_config(["profile=smoke"]), out, directory, "miou", {},
+                      plots=tmp_path / "plots")
     assert not marker.exists() and not any(out.iterdir())
+    assert not (tmp_path / "plots").exists()
 
 
 def test_the_refusal_is_one_error_line_from_a_stage(tmp_path):
