@@ -1,7 +1,9 @@
-"""The DVC pipeline: the DAG and params agree with the configs; the smoke profile runs end to
-end (interrupted during training, then resumed without redoing finished stages) and its
-report has every Table 1 row with finite numbers; after it, each edit of a table changes exactly
-the stages that read it (an exact graph); bad configs stop the first stage."""
+"""The DVC pipeline: the DAG and params agree with the configs; the metrics and plots files
+it declares are the layout's and git sees them; the smoke profile runs end to end (interrupted
+during training, then resumed without redoing finished stages), its report has every Table 1
+row with finite numbers, and `dvc metrics show|diff`, `dvc exp show` and `dvc plots show|diff`
+give each experiment's evaluation; after it, each edit of a table changes exactly the stages
+that read it (an exact graph); bad configs stop the first stage."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ import yaml
 
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT
+from pipeline.evaluation.records import per_class, training_curve, validation_curve
+from pipeline.layout import PER_CLASS, TRAINING_CURVE, VALIDATION_CURVE, Layout, RunDirs
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 
@@ -52,6 +56,102 @@ def test_dag_is_valid_and_every_stage_is_listed():
                 "tune", "report"}
     expected |= {f"{kind}@{key}" for key in _params()["train"] for kind in ("train", "evaluate")}
     assert stages == expected
+
+
+def _stage_files(stage: str, kind: str, profile: str, name: str) -> dict[str, dict]:
+    """``{path: its properties}`` of a foreach stage's ``kind`` (metrics, plots) in dvc.yaml,
+    for one profile and experiment."""
+    spec = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]
+    files = {}
+    for entry in spec.get(kind, []):
+        ((path, props),) = entry.items()
+        files[path.replace("${profile}", profile).replace("${item.name}", name)] = props
+    return files
+
+
+def test_declared_metrics_and_plots_are_the_layouts_files_and_git_sees_them():
+    """dvc.yaml names the files the stages write (pipeline/layout.py), uncached, with x/y
+    fields the records have; git does not ignore them (``dvc exp`` commits them) but does
+    ignore the stages' cached outputs."""
+    cfg = load_config(["experiment=table1/dgmn_da", "profile=smoke"])
+    layout = Layout.of(cfg, PROJECT_ROOT)
+
+    def relative(path: Path) -> str:
+        return path.relative_to(PROJECT_ROOT).as_posix()
+
+    metrics = _stage_files("evaluate", "metrics", "smoke", cfg.trained_as)
+    assert list(metrics) == [relative(layout.metrics_file)]
+    records = {TRAINING_CURVE: training_curve([{"iteration": 1, "loss": 2.0, "lr": 0.1}]),
+               VALIDATION_CURVE: validation_curve([{"iteration": 2, "miou": 3.0}], "miou"),
+               PER_CLASS: per_class("iou", ["road"], [4.0])}
+    plots = {**_stage_files("train", "plots", "smoke", cfg.trained_as),
+             **_stage_files("evaluate", "plots", "smoke", cfg.trained_as)}
+    assert sorted(plots) == sorted(relative(layout.plots_dir / name) for name in records)
+    for path, props in {**metrics, **plots}.items():
+        assert props["cache"] is False, path
+    for path, props in plots.items():
+        fields = set(records[Path(path).name][0])
+        assert {props["x"], props["y"]} <= fields, path
+        assert props["template"] in {"linear", "bar_horizontal"} and props["title"], path
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *metrics, *plots,
+         relative(layout.train_dir / "model.pt"), relative(layout.eval_dir / "walks.npz")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True).stdout.split()
+    assert ignored == [relative(layout.train_dir / "model.pt"),
+                       relative(layout.eval_dir / "walks.npz")]
+
+
+def _dvc_json(repo: Path, env: dict[str, str], *args: str) -> object:
+    """The ``--json`` output of a dvc command in ``repo`` (exit 0 required)."""
+    result = subprocess.run([DVC, *args, "--json"], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, (args, result.stderr[-3000:])
+    return json.loads(result.stdout)
+
+
+def _check_dvc_comparisons(repo: Path, env: dict[str, str], keys: list[str]) -> None:
+    """`dvc metrics show|diff`, `dvc exp show` and `dvc plots show|diff` give each
+    experiment's evaluation, equal to the files the stages wrote."""
+    runs = RunDirs.of(repo / "runs", "smoke")
+    names = {key: key.replace("-", "/", 1) for key in keys}  # table1-aspp -> table1/aspp
+    paths = {key: runs.metrics(name).relative_to(repo).as_posix() for key, name in names.items()}
+    written = {key: json.loads(runs.metrics(name).read_text()) for key, name in names.items()}
+    for values in written.values():  # numbers only: one DVC column per score
+        assert values["miou"] >= 0 and all(isinstance(v, float) for v in values.values())
+
+    shown = _dvc_json(repo, env, "metrics", "show")[""]["data"]
+    assert {key: shown[path]["data"] for key, path in paths.items()} == written
+
+    # the experiment `dvc exp run` recorded holds the same numbers (its commit has the files)
+    rows = [run for commit in _dvc_json(repo, env, "exp", "show")
+            for exp in commit.get("experiments") or [] for run in exp["revs"] if run["data"]]
+    latest = max(rows, key=lambda run: run["data"]["timestamp"])
+    recorded = latest["data"]["metrics"]
+    assert {key: recorded[path]["data"] for key, path in paths.items()} == written
+    diff = _dvc_json(repo, env, "metrics", "diff", "HEAD", latest["name"])
+    for key, path in paths.items():
+        assert diff[path]["miou"] == {"old": None, "new": written[key]["miou"]}, key
+
+    plots = _dvc_json(repo, env, "plots", "show")["data"]
+    for key, name in names.items():
+        def values(file: str) -> list[dict]:
+            (plot,) = plots[(runs.plots(name) / file).relative_to(repo).as_posix()]  # noqa: B023
+            return [{k: v for k, v in r.items() if k != "rev"}
+                    for r in plot["content"]["data"]["values"]]
+        classes = values(PER_CLASS)
+        assert classes == json.loads((runs.plots(name) / PER_CLASS).read_text())
+        # mIoU is the mean of the per-class IoUs (classes never seen have none)
+        ious = [r["value"] for r in classes if r["value"] is not None]
+        assert sum(ious) / len(ious) == pytest.approx(written[key]["miou"])
+        history = json.loads((runs.train(name) / "history.json").read_text())
+        assert [r["loss"] for r in values(TRAINING_CURVE)] == [r["loss"] for r in
+                                                                 history["train"]]
+        assert [(r["iteration"], r["value"]) for r in values(VALIDATION_CURVE)] == \
+            [(r["iteration"], r["miou"]) for r in history["val"]]
+    compared = _dvc_json(repo, env, "plots", "diff", "HEAD", latest["name"])["data"]
+    per_class_plot = (runs.plots(names[keys[0]]) / PER_CLASS).relative_to(repo).as_posix()
+    (plot,) = compared[per_class_plot]
+    assert plot["revisions"] == [latest["name"]]  # HEAD has no evaluation yet
 
 
 def _copy_project(dest: Path) -> None:
@@ -229,6 +329,9 @@ def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loo
     params = [run["data"]["params"]["params.yaml"]["data"]
               for exp in experiments for run in exp["revs"]]
     assert any(p["profile"] == "smoke" for p in params), shown.stdout[-3000:]
+
+    # Runs are compared where users compare them: DVC's metrics, experiments and plots.
+    _check_dvc_comparisons(repo, env, keys)
 
     # The graph is exact: after each edit, `dvc status` reports the stages that read it.
     for edit, (apply, expected) in _edits(keys).items():
