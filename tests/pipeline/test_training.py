@@ -4,6 +4,7 @@ two-node Ray cluster on loopback addresses, a Tune sweep. Slow: they start Ray."
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -267,21 +268,29 @@ def _change_one_training_image(dataset: Path) -> tuple[str, str]:
     return manifest["digest"], write_manifest(dataset, body, progress=False)["digest"]
 
 
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """What was logged since the last call (the trainer logs whether a run is new)."""
+    text = caplog.text
+    caplog.clear()
+    return text
+
+
 def test_a_finished_run_is_reused_only_while_config_data_and_code_match(own_project, local_ray,
-                                                                        frozen_code, capsys):
+                                                                        frozen_code, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.training.trainer")
     cfg = load_config([EXPERIMENT, *own_project["overrides"], "tracking.enabled=false"])
     first = train(cfg)
-    assert "new (no earlier run of table1-dgmn_da_dw_ds-smoke" in capsys.readouterr().out
+    assert "new (no earlier run of table1-dgmn_da_dw_ds-smoke" in _logged(caplog)
     history = (own_project["out"] / "history.json").read_text()
 
     again = train(cfg)  # same config, data and code: the finished run is reused
     assert (f"run {first['run_key']}: config, data and code match its record; resuming it"
-            in capsys.readouterr().out)
+            in _logged(caplog))
     assert again == first and (own_project["out"] / "history.json").read_text() == history
 
     before, after = _change_one_training_image(own_project["root"] / "processed" / "cityscapes")
     changed = train(cfg)
-    log = capsys.readouterr().out
+    log = _logged(caplog)
     assert (f"new, not reusing run {first['run_key']}: data changed (manifest digest "
             f"{before[:12]} -> {after[:12]})") in log
     assert "resuming" not in log
