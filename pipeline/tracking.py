@@ -66,10 +66,14 @@ def tracking_uri(cfg: PipelineConfig, project_root: Path) -> str:
 
 
 def artifact_location(cfg: PipelineConfig, project_root: Path) -> str | None:
-    """Artifacts of the project's own SQLite store go to ``<project>/mlruns`` (gitignored)."""
-    if cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI"):
+    """Where a new experiment of a SQLite store keeps its artifacts: ``mlruns/`` beside the
+    database (the project's own store: ``<project>/mlruns``, gitignored), as an absolute URI;
+    MLflow's default would be ``./mlruns`` of whichever directory a process runs in. Other
+    stores (a tracking server, a database server) choose their own (None)."""
+    database = sqlite_path(tracking_uri(cfg, project_root))
+    if database is None:
         return None
-    return Layout.of(cfg, project_root).mlflow_artifacts.as_uri()
+    return (database.parent / Layout.of(cfg, project_root).mlflow_artifacts.name).as_uri()
 
 
 @contextlib.contextmanager

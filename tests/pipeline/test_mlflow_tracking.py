@@ -20,8 +20,12 @@ import torch
 from pipeline.config import load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.tasks.registry import build_task
+from pipeline.tracking import artifact_location
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+def _slow(test: Any) -> Any:
+    """The marks of a test reading the smoke run (it starts Ray and an MLflow server)."""
+    return pytest.mark.slow(pytest.mark.cluster(test))
 
 
 def _rest(url: str, endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -59,6 +63,7 @@ def tracked(smoke_run) -> dict[str, Any]:
             "metrics": {m["key"]: m["value"] for m in run["data"].get("metrics", [])}}
 
 
+@_slow
 def test_the_evaluation_numbers_are_in_the_training_run(smoke_run, tracked):
     printed = json.loads(smoke_run.evaluate_output.strip().splitlines()[-1])
     metrics = tracked["metrics"]
@@ -71,6 +76,7 @@ def test_the_evaluation_numbers_are_in_the_training_run(smoke_run, tracked):
     assert metrics["val_miou"] == pytest.approx(metrics["eval/miou"])  # same weights, images
 
 
+@_slow
 def test_the_run_carries_mlflow_source_tags_and_its_table_rows(tracked):
     tags = tracked["tags"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, check=True,
@@ -86,6 +92,7 @@ def test_the_run_carries_mlflow_source_tags_and_its_table_rows(tracked):
                                               "value": "custom_model_development"}]
 
 
+@_slow
 def test_one_search_lists_a_table_s_rows(smoke_run, tracked):
     experiment_id = tracked["experiment"]["experiment_id"]
     for table in ("table1_cityscapes_val_ablation", "table6_cityscapes_val_rates"):
@@ -95,6 +102,7 @@ def test_one_search_lists_a_table_s_rows(smoke_run, tracked):
                    "tags.`table.table2_coco_val` LIKE '%'") == []
 
 
+@_slow
 def test_params_are_what_the_training_reads(tracked):
     params = tracked["params"]
     assert params["model.context_kwargs.rates"] == "[1]"
@@ -103,6 +111,7 @@ def test_params_are_what_the_training_reads(tracked):
     assert sections == {"seed", "profile", "data", "model", "schedule", "scaling"}
 
 
+@_slow
 def test_the_dataset_is_the_run_s_input_with_its_manifest_digest(smoke_run, tracked):
     manifest = json.loads((smoke_run.root / "processed" / "cityscapes" / "manifest.json")
                           .read_text())
@@ -114,6 +123,7 @@ def test_the_dataset_is_the_run_s_input_with_its_manifest_digest(smoke_run, trac
     assert tracked["tags"]["dataset_manifest"] == manifest["digest"]
 
 
+@_slow
 def test_the_logged_model_loads_and_gives_the_trained_model_s_logits(smoke_run, tracked,
                                                                      monkeypatch):
     import mlflow
@@ -135,6 +145,7 @@ def test_the_logged_model_loads_and_gives_the_trained_model_s_logits(smoke_run, 
     assert torch.equal(got, expected)
 
 
+@_slow
 def test_the_run_holds_the_outputs_the_log_and_the_evaluation(smoke_run, tracked):
     run_id = tracked["run"]["info"]["run_id"]
     listed = {f["path"] for f in _rest(smoke_run.tracking_uri,
@@ -144,3 +155,18 @@ def test_the_run_holds_the_outputs_the_log_and_the_evaluation(smoke_run, tracked
     evaluated = _rest(smoke_run.tracking_uri, f"artifacts/list?run_id={run_id}&path=eval")
     assert [f["path"] for f in evaluated["files"]] == ["eval/metrics.json"]
     assert Path(smoke_run.train_dir / "train.log").is_file()
+
+
+@pytest.mark.parametrize("uri, expected", [
+    (None, "{root}/mlruns"),  # the project's own store
+    ("sqlite:///{root}/elsewhere/runs.db", "{root}/elsewhere/mlruns"),
+    ("http://127.0.0.1:5000", None),  # a server keeps its own
+])
+def test_a_sqlite_store_keeps_its_artifacts_beside_its_database(tmp_path, monkeypatch, uri,
+                                                                expected):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    overrides = ["profile=smoke"] + ([f"tracking.uri={uri.format(root=tmp_path)}"] if uri
+                                     else [])
+    location = artifact_location(load_config(overrides), tmp_path)
+    assert location == (None if expected is None
+                        else Path(expected.format(root=tmp_path)).resolve().as_uri())
