@@ -73,10 +73,10 @@ def test_logging_set_up_twice_prints_each_record_once(monkeypatch):
     setup_logging()
     logging.getLogger("pipeline.test").info("one event")
     logging.getLogger("alembic.runtime").info("a library's chatter")
-    logging.getLogger("ray.train").warning("a library's warning")
+    logging.getLogger("urllib3.connectionpool").warning("a library's warning")
     lines = stream.getvalue().splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == [
-        "INFO pipeline.test: one event", "WARNING ray.train: a library's warning"]
+        "INFO pipeline.test: one event", "WARNING urllib3.connectionpool: a library's warning"]
     assert re.fullmatch(r"\d\d:\d\d:\d\d", lines[0].split(" ", 1)[0])
     assert os.environ["RAY_COLOR_PREFIX"] == "0"  # Ray's prefixes without colour off a tty
 
