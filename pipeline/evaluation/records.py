@@ -1,11 +1,12 @@
 """The small files DVC compares between experiments: an evaluation's scores (``dvc metrics``)
 and flat records for ``dvc plots`` (training curves, per-class scores).
 
-DVC reads a metrics file's numbers (it shows strings and nested keys as columns too, and drops
-lists), and a plot file as one list of records with the same fields; ``dvc.yaml`` names the
-fields each plot draws: ``iteration``/``loss`` (training curve), ``iteration``/``value``
-(validation curve), ``value``/``class`` (per-class scores). ``metric`` in a record says which
-metric ``value`` is (``miou`` or ``bbox_AP`` …, the same field for every task).
+A metrics file holds numbers only (DVC would show strings and nested keys as columns too, and
+it drops lists). A plot file is one list of records with the same fields; ``dvc.yaml`` names
+the fields each plot draws: ``iteration``/``loss`` (training curve), ``iteration``/``value``
+(validation curve), ``value``/``class`` (per-class scores). The field names are the same for
+every task, so one ``dvc.yaml`` entry serves all; ``metric`` in a record says what ``value``
+is (``miou`` or ``bbox_AP`` per validation, ``iou`` or ``bbox_AP`` per class).
 """
 
 from __future__ import annotations
