@@ -7,7 +7,11 @@ bash scripts/setup_env.sh pipeline,dev
 export DVC_NO_ANALYTICS=1 MLFLOW_ENABLE_TELEMETRY=false RAY_USAGE_STATS_ENABLED=0 PYTHONHASHSEED=0
 .venv/bin/ruff check .
 set +e
-.venv/bin/python -m pytest "$@"
+# Two worker processes (pytest-xdist; DGMN_TEST_WORKERS=0 runs in this one): most tests wait on
+# subprocesses, Ray and servers, so two share the 2-core CI machine well. Tests that start a
+# multi-node loopback Ray cluster, or share one smoke training, carry an xdist_group and run on
+# one worker (--dist loadgroup).
+.venv/bin/python -m pytest -n "${DGMN_TEST_WORKERS:-2}" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

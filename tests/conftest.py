@@ -1,5 +1,7 @@
 """Shared fixtures: deterministic seeds, CPU threads kept to the machine's two cores."""
 
+import os
+
 import pytest
 import torch
 
@@ -10,4 +12,6 @@ def _seed() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # two cores: one thread per pytest-xdist worker when two run, else both threads
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2 // workers, torch.get_num_threads())))

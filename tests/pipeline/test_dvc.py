@@ -253,6 +253,7 @@ def _changed_after(repo: Path, env: dict[str, str], edit: Callable[[Path], None]
 
 @pytest.mark.slow
 @pytest.mark.cluster
+@pytest.mark.xdist_group("loopback_ray")  # one loopback Ray cluster at a time
 def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loopback_ray):
     """``dvc exp run -S profile=smoke`` (the documented way to switch profiles), interrupted
     during training; ``dvc exp run`` finishes it without redoing finished stages; the report

@@ -16,6 +16,9 @@ import pytest
 from pipeline.common.logs import setup_logging, tee_to_file
 from pipeline.training.progress import TrainingProgress, format_duration
 
+# one worker runs every test of the shared smoke training (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("smoke_run")
+
 ESCAPE = "\x1b"
 
 

@@ -22,6 +22,9 @@ from pipeline.config.compose import PROJECT_ROOT
 from pipeline.tasks.registry import build_task
 from pipeline.tracking import artifact_location
 
+# one worker runs every test of the shared smoke training (scripts/test.sh: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("smoke_run")
+
 
 def _slow(test: Any) -> Any:
     """The marks of a test reading the smoke run (it starts Ray and an MLflow server)."""

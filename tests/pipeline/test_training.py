@@ -41,7 +41,9 @@ from pipeline.training.identity import code_digest, run_identity
 from pipeline.training.state import STATE_FILE, CheckpointRefusedError
 from pipeline.tune import sweep
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+# The tests share the module's dataset and runs: one worker runs them all (scripts/test.sh:
+# --dist loadgroup), but the loopback-cluster one, which joins the other cluster test's group.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.xdist_group("training")]
 EXPERIMENT = "experiment=table1/dgmn_da_dw_ds"
 
 
@@ -209,6 +211,7 @@ def test_killed_worker_resumes_and_ends_like_an_uninterrupted_run(project, local
         assert resumed[key] == clean[key], key
 
 
+@pytest.mark.xdist_group("loopback_ray")  # one loopback Ray cluster at a time
 def test_two_node_cluster_on_loopback_trains_across_both_nodes(project, loopback_ray):
     """A Ray head on 127.0.0.2 and a second node on 127.0.0.3; a 2-worker DDP training must
     place one worker on each; both nodes are stopped by PID (by the fixture)."""
