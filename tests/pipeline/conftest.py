@@ -303,6 +303,15 @@ def _stage(module: str, overrides: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[dict]:
+    """A test's own ``mlflow server`` on 127.0.0.1: ``{"url", "port", "folder"}`` (its store,
+    and its artifacts under ``folder / "artifacts"``)."""
+    folder = tmp_path / "server"
+    with mlflow_server_on_loopback(folder) as url:
+        yield {"url": url, "port": int(url.rsplit(":", 1)[1]), "folder": folder}
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmokeRun]:
     """``python -m pipeline.train`` then ``python -m pipeline.evaluate`` of the smoke profile

@@ -11,8 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -372,41 +370,6 @@ def test_a_second_training_of_the_same_run_fails_at_once_naming_the_holder(own_p
 
 
 SECRET = "Pa55-w0rd-in-uri"
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """``mlflow server`` on 127.0.0.1 (own store and artifact folder), stopped by PID."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tmp_path / "server"
-    folder.mkdir()
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    with (folder / "log").open("w") as log:
-        server = subprocess.Popen(
-            [mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-             "--artifacts-destination", str(folder / "artifacts")],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None, (folder / "log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        yield {"port": port, "folder": folder}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and its workers
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
 
 
 def test_credentials_in_the_tracking_uri_reach_no_output(own_project, mlflow_server):
