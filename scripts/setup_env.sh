@@ -14,9 +14,7 @@ stamp=".venv/.dgmn-installed-$(cat pyproject.toml | sha1sum | cut -c1-12)-${extr
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing dgmn[$extras] (torch 2.14.1 CPU/CUDA build; a few minutes on first run)"
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-  # --no-compile: no byte-compiling of every installed file (torch alone has thousands); Python
-  # compiles what is imported, on first import
-  .venv/bin/python -m pip install -q --no-compile -e ".[${extras}]" 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install -q -e ".[${extras}]" 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -c "import dgmn, torch, torchvision; print('[setup] torch', torch.__version__, 'torchvision', torchvision.__version__)"
   touch "$stamp"
 fi
