@@ -24,7 +24,6 @@ from pipeline.common.cli import Positional, parse_stage_args
 from pipeline.common.errors import StageError
 from pipeline.config import PipelineConfig, load_config
 from pipeline.config.compose import PROJECT_ROOT
-from pipeline.config.schema import FetchSettings, PreprocessSettings
 from pipeline.data.fetch import FetchConfig
 from pipeline.data.fetch import run as fetch
 from pipeline.data.preprocess import PreprocessConfig
@@ -36,11 +35,6 @@ EXPERIMENT_OF = {"cityscapes": "table1/dilated_fcn", "coco": "table2/maskrcnn"}
 STAGES = ("fetch", "preprocess")
 
 
-def _settings(section: object, cls: type) -> dict:
-    """The fields of a config section that the stage's own config inherits from ``cls``."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(cls)}
-
-
 def _from_root(path: str | None, project_root: Path) -> Path | None:
     return None if path is None else project_root / Path(path).expanduser()
 
@@ -48,7 +42,7 @@ def _from_root(path: str | None, project_root: Path) -> Path | None:
 def fetch_config(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> FetchConfig:
     """The fetch request of ``cfg.data``: ``cfg.fetch`` (paths from the project root) and, for
     the synthetic data, the profile's sizes (``cfg.synthetic[<data.name>]``)."""
-    settings = _settings(cfg.fetch, FetchSettings)
+    settings = dataclasses.asdict(cfg.fetch)  # FetchConfig extends FetchSettings
     settings.update(
         archives_dir=(_from_root(cfg.fetch.archives_dir, project_root)
                       or project_root / "data" / "archives" / cfg.data.name),
@@ -76,7 +70,7 @@ def preprocess_config(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT
     layout = Layout.of(cfg, project_root)
     return PreprocessConfig(dataset=cfg.data.dataset, raw_root=layout.raw_data,
                             out_root=layout.processed_data, progress=sys.stderr.isatty(),
-                            **_settings(cfg.preprocess, PreprocessSettings))
+                            **dataclasses.asdict(cfg.preprocess))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
