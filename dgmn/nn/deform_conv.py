@@ -12,9 +12,9 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
 from dgmn._checks import check_positive_int
+from dgmn.ops.deform import deform_conv2d
 
 __all__ = ["DeformableConvContext", "ModulatedDeformConv2d"]
 

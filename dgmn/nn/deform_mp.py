@@ -20,11 +20,11 @@ from __future__ import annotations
 import math
 
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
 from dgmn._checks import check_positive_int
 from dgmn.nn.reduced import ReducedResidual
 from dgmn.ops import check_kernel_size
+from dgmn.ops.deform import deform_conv2d
 
 
 class DeformableMessage(nn.Module):

@@ -36,10 +36,10 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
 from dgmn._checks import check_positive_int
 from dgmn.ops import check_kernel_size, check_rates, dynamic_message_passing
+from dgmn.ops.deform import deform_conv2d
 from dgmn.ops.message_passing import Backend
 
 Form = Literal["projected", "residual"]
