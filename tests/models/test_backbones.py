@@ -38,6 +38,22 @@ def test_resnet_tiny_is_a_torchvision_bottleneck_resnet() -> None:
     assert params < 4_000_000
 
 
+def test_resnet_micro_has_tiny_s_layout_with_narrower_stages() -> None:
+    tiny, micro = build_resnet("resnet_tiny", output_stride=8), build_resnet("resnet_micro",
+                                                                              output_stride=8)
+    assert type(micro) is ResNet and micro.conv1.out_channels == 16
+    assert [stage_out_channels(micro, f"layer{i}") for i in range(1, 5)] == [64, 128, 256, 512]
+    for stage in ("layer1", "layer2", "layer3", "layer4"):  # same convs, strides, dilations
+        for a, b in zip(getattr(tiny, stage), getattr(micro, stage), strict=True):
+            assert a.conv2.in_channels == b.conv2.in_channels
+            assert (a.conv2.stride, a.conv2.dilation) == (b.conv2.stride, b.conv2.dilation)
+    for name, module in micro.named_modules():  # torchvision's initialisation
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name
+    out = micro(torch.randn(2, 3, 64, 64))  # through fc: the classifier fits the narrower C5
+    assert out.shape == (2, 1000)
+
+
 @pytest.mark.parametrize(("output_stride", "size"), [(32, 3), (16, 5), (8, 9)])
 def test_output_stride(output_stride: int, size: int) -> None:
     model = build_resnet("resnet_tiny", output_stride=output_stride).eval()
