@@ -1,4 +1,4 @@
-"""The rule of the embedded synthetic datasets (the files are written by ``pipeline.data.synthetic``).
+"""The rule of the embedded synthetic datasets (written by ``pipeline.data.synthetic``).
 
 Long-range context is what the paper's method is about, so both synthetic datasets contain
 *context pairs*: two classes drawn with the same shapes and the same texture, told apart only by a
@@ -10,9 +10,11 @@ Long-range context is what the paper's method is about, so both synthetic datase
 - Every object of pair ``k`` in that image gets the class ``pair.classes[state]``. States are
   balanced per split (:func:`balanced_cue_states`): both classes of a pair occur in every split
   of two or more images.
-- Objects of a context pair are placed at least ``min_cue_distance(H)`` pixels below the band
-  (42 px at H = 128, i.e. > 5 feature cells at output stride 8, beyond what a 3x3 or dilated 3x3
-  head sees), so no local window around them contains the cue.
+- Objects of a context pair are placed at least ``min_cue_distance(H)`` pixels below the band.
+  The gap is a dataset setting (the generators' ``cue_distance``); the tests check it against the
+  receptive field measured on the Dilated FCN baseline (:mod:`dgmn.models.receptive_field`):
+  for the profiles' data no output pixel of an object sees a pixel of the band, so no function
+  of a local window can tell the two classes of a pair apart.
 - The scene (layout, shapes, noise) is drawn independently of the cue state: flipping a state
   changes the cue band's pixels and the labels of that pair's objects, and nothing else.
 
@@ -33,14 +35,15 @@ CUE_BAND_FRACTION = 1 / 16
 MIN_CUE_DISTANCE_FRACTION = 0.33
 
 
-def cue_band_height(height: int) -> int:
-    """Rows ``[0, cue_band_height)`` hold the cue band (8 at H = 128)."""
-    return max(2, round(height * CUE_BAND_FRACTION))
+def cue_band_height(height: int, rows: int | None = None) -> int:
+    """Rows ``[0, cue_band_height)`` hold the cue band: ``rows``, else ``H/16`` (8 at H = 128)."""
+    return rows if rows is not None else max(2, round(height * CUE_BAND_FRACTION))
 
 
-def min_cue_distance(height: int) -> int:
-    """Least vertical gap in pixels between the cue band and any context-pair object."""
-    return max(1, round(height * MIN_CUE_DISTANCE_FRACTION))
+def min_cue_distance(height: int, pixels: int | None = None) -> int:
+    """Least vertical gap in pixels between the cue band and any context-pair object:
+    ``pixels``, else ``0.33·H``."""
+    return pixels if pixels is not None else max(1, round(height * MIN_CUE_DISTANCE_FRACTION))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from dgmn.data import synthetic as rule
 from dgmn.data.labels import label_id_of
 from pipeline.common.progress import progress_bar
+from pipeline.config.schema import ConfigError
 
 Point = tuple[int, int]
 
@@ -29,6 +30,9 @@ CITIES: dict[str, tuple[str, ...]] = {
 }
 SPLITS = ("train", "val", "test")
 FRAME = 19  # the annotated frame of each Cityscapes snippet is _000019
+#: heights of the context-pair objects, as fractions of the image height (least, most)
+VEHICLE_HEIGHT = (0.15, 0.2)
+PEDESTRIAN_HEIGHT = (0.17, 0.2)
 
 
 @dataclass
@@ -43,6 +47,18 @@ class SyntheticCityscapesConfig:
     cities_per_split: int = 3
     seed: int = 0
     extra_gt_files: bool = True  # also *_gtFine_{polygons.json,instanceIds.png,color.png}
+    #: rows of the cue band and least gap (px) between it and any context-pair object; None:
+    #: the fractions of the height in dgmn.data.synthetic. The gap must exceed the baseline's
+    #: receptive field (tests/pipeline/test_context_benchmark.py checks the profiles).
+    cue_band: int | None = None
+    cue_distance: int | None = None
+    #: one cue state per image for every pair (car & person, or truck & rider), so both band
+    #: segments say the same thing: twice the cue's area for one bit, what lets a context
+    #: module find the cue within a CPU budget (docs/data.md). False: independent per pair.
+    shared_cue: bool = False
+
+    def __post_init__(self) -> None:
+        pair_room(self.height, self.cue_band, self.cue_distance)  # fail at start-up
 
     def counts(self) -> dict[str, int]:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}
@@ -66,6 +82,29 @@ class Scene:
     width: int
     shapes: list[Shape]
     noise: np.ndarray  # (H, W, 3) float
+    band: int = 0  # rows of the cue band (drawn by resolve)
+
+
+def pair_room(height: int, cue_band: int | None = None, cue_distance: int | None = None
+              ) -> int:
+    """Rows left for a context-pair object between ``band + cue_distance`` (its highest row)
+    and the bottom row; taller objects are shortened to it.
+
+    Raises:
+        ConfigError: when the band or the gap is negative, or the room is below the least
+            sampled pair height (no object of the pair could keep its size).
+    """
+    band = rule.cue_band_height(height, cue_band)
+    gap = rule.min_cue_distance(height, cue_distance)
+    room = height - 1 - band - gap
+    least = max(VEHICLE_HEIGHT[0], PEDESTRIAN_HEIGHT[0]) * height
+    if band < 1 or gap < 0 or room < least:
+        raise ConfigError(
+            f"synthetic cityscapes height={height}, cue_band={cue_band}, "
+            f"cue_distance={cue_distance}: the cue band ({band} rows, must be >= 1) and the gap "
+            f"below it ({gap} px, must be >= 0) leave {room} rows for context-pair objects "
+            f"{least:.1f} px tall or more; lower cue_band or cue_distance, or raise height")
+    return room
 
 
 def _rect(x0: float, y0: float, x1: float, y1: float) -> list[Point]:
@@ -94,11 +133,14 @@ def _pedestrian(cx: float, y1: float, w: float, h: float) -> list[Point]:
     return [(round(x), round(y)) for x, y in pts]
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
-    """Sample a street layout. Context-pair objects keep ``label=None`` (see :func:`render`)."""
+def sample_scene(rng: np.random.Generator, height: int, width: int, *,
+                 cue_band: int | None = None, cue_distance: int | None = None) -> Scene:
+    """Sample a street layout. Context-pair objects keep ``label=None`` (see :func:`render`);
+    none of their pixels lies above row ``band + cue_distance``."""
     H, W = height, width
-    band = rule.cue_band_height(H)
-    y_pair = band + rule.min_cue_distance(H)  # lowest row index a context-pair object may use
+    room = pair_room(H, cue_band, cue_distance)
+    band = rule.cue_band_height(H, cue_band)
+    y_pair = band + rule.min_cue_distance(H, cue_distance)  # highest row an object may use
     horizon = rng.uniform(0.38, 0.5) * H
     shapes = [
         Shape("sky", "sky", _rect(0, band, W - 1, horizon)),
@@ -133,24 +175,23 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
                             _rect(px - s / 2, top, px + s / 2 + pw - 1, top + s)))
     # context pair 0: vehicles on the road; pair 1: pedestrians, nearer the camera
     objects = []
-    for _ in range(rng.integers(1, 4)):
-        w, h = rng.uniform(0.12, 0.22) * W, rng.uniform(0.14, 0.22) * H
+    for _ in range(rng.integers(2, 5)):
+        w, h = rng.uniform(0.2, 0.32) * W, min(rng.uniform(*VEHICLE_HEIGHT) * H, room)
         bottom = rng.uniform(max(horizon + 0.15 * H, y_pair + h), H - 1)
         x0 = rng.uniform(0, W - w)
         objects.append((bottom, Shape(None, "vehicle", _vehicle(x0, bottom, w, h), pair=0)))
     for _ in range(rng.integers(1, 4)):
-        w, h = rng.uniform(0.025, 0.035) * W, rng.uniform(0.14, 0.2) * H
+        w, h = rng.uniform(0.07, 0.1) * W, min(rng.uniform(*PEDESTRIAN_HEIGHT) * H, room)
         bottom = rng.uniform(max(horizon + 0.08 * H, y_pair + h), H - 1)
         cx = rng.uniform(w, W - w)
         objects.append((bottom, Shape(None, "pedestrian", _pedestrian(cx, bottom, w, h), pair=1)))
     objects.sort(key=lambda item: item[0])  # far (higher up) first, near ones occlude them
     shapes.extend(shape for _, shape in objects)
     noise = rng.normal(0.0, rule.NOISE_STD, size=(H, W, 3))
-    return Scene(H, W, shapes, noise)
+    return Scene(H, W, shapes, noise, band)
 
 
-def _cue_shapes(width: int, height: int, states: tuple[int, ...]) -> list[Shape]:
-    band = rule.cue_band_height(height)
+def _cue_shapes(width: int, band: int, states: tuple[int, ...]) -> list[Shape]:
     n = len(states)
     edges = [round(k * width / n) for k in range(n + 1)]
     return [Shape("static", rule.cue_appearance(k, s),
@@ -164,7 +205,7 @@ def resolve(scene: Scene, states: tuple[int, ...]) -> list[Shape]:
     pairs = rule.CITYSCAPES_CONTEXT_PAIRS
     shapes = [Shape(pairs[s.pair].classes[states[s.pair]] if s.pair is not None else s.label,
                     s.appearance, s.polygon, s.pair) for s in scene.shapes]
-    return shapes + _cue_shapes(scene.width, scene.height, states)
+    return shapes + _cue_shapes(scene.width, scene.band, states)
 
 
 def render(scene: Scene, states: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[Shape]]:
@@ -226,11 +267,14 @@ def generate_cityscapes(root: str | Path, cfg: SyntheticCityscapesConfig, *, pro
             split_index = SPLITS.index(split)
             cities = CITIES[split][: max(1, min(cfg.cities_per_split, len(CITIES[split])))]
             states = rule.balanced_cue_states(cfg.seed, split_index, n, n_pairs)
+            if cfg.shared_cue:
+                states = [(first,) * n_pairs for first, *_ in states]
             for i in range(n):
                 city = cities[i % len(cities)]
                 stem_name = f"{city}_{i // len(cities):06d}_{FRAME:06d}"
                 rng = np.random.default_rng([cfg.seed, split_index, i])
-                scene = sample_scene(rng, cfg.height, cfg.width)
+                scene = sample_scene(rng, cfg.height, cfg.width, cue_band=cfg.cue_band,
+                                     cue_distance=cfg.cue_distance)
                 image, label_ids, shapes = render(scene, states[i])
                 img_dir = root / "leftImg8bit" / split / city
                 gt_dir = root / "gtFine" / split / city

@@ -3,7 +3,7 @@
 
 Masks are rasterised with pycocotools and the image is painted from those masks, so pixels and
 annotations agree exactly. ``box_a``/``box_b`` look the same and are told apart by the cue band at
-the top of the image (see :mod:`dgmn.data.synthetic`).
+the top of the image, at least ``cue_distance`` px above every box (see :mod:`dgmn.data.synthetic`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from pycocotools import mask as mask_utils
 from dgmn.data import synthetic as rule
 from dgmn.data.masks import segmentation_to_mask
 from pipeline.common.progress import progress_bar
+from pipeline.config.schema import ConfigError
 
 SPLITS = ("train", "val")
 #: image ids of a split start above this offset (unique across splits, as in COCO)
 ID_OFFSET = {"train": 0, "val": 500_000}
 _CATEGORY_ID = {name: cid for cid, name in rule.COCO_CATEGORIES}
+#: object radii, as fractions of the image's shorter side (least, most)
+OBJECT_RADIUS = (0.06, 0.12)
 
 
 @dataclass
@@ -39,9 +42,37 @@ class SyntheticCocoConfig:
     crowd_prob: float = 0.25
     jpeg_quality: int = 95
     seed: int = 0
+    #: rows of the cue band and least gap (px) between it and any box_a/box_b; None: the
+    #: fractions of the height in dgmn.data.synthetic (the same rule as the Cityscapes layout)
+    cue_band: int | None = None
+    cue_distance: int | None = None
+
+    def __post_init__(self) -> None:
+        for height in self.sides():  # fail at start-up, not on the first image of that size
+            _check_box_room(height, min(height, self.sides()[-1]), self.cue_band,
+                            self.cue_distance)
+
+    def sides(self) -> list[int]:
+        """The image heights (and widths) :func:`sample_scene` draws from."""
+        return [16 * k for k in range(self.min_side // 16, self.max_side // 16 + 1)]
 
     def counts(self) -> dict[str, int]:
         return {"train": self.num_train, "val": self.num_val}
+
+
+def _check_box_room(height: int, shorter_side: int, cue_band: int | None,
+                    cue_distance: int | None) -> None:
+    """Raise :class:`ConfigError` unless the smallest box (radius ``OBJECT_RADIUS[0]`` of the
+    shorter side, 2 px margin as :func:`_place` keeps) fits below the band and the gap."""
+    band = rule.cue_band_height(height, cue_band)
+    gap = rule.min_cue_distance(height, cue_distance)
+    least = 2 * OBJECT_RADIUS[0] * shorter_side + 2
+    if band < 1 or gap < 0 or band + gap + least >= height:
+        raise ConfigError(
+            f"synthetic coco2017 height={height}, cue_band={cue_band}, "
+            f"cue_distance={cue_distance}: the cue band ({band} rows, must be >= 1) and the gap "
+            f"below it ({gap} px, must be >= 0) leave no room for a box {least:.1f} px tall; "
+            f"lower cue_band or cue_distance, or raise min_side")
 
 
 @dataclass
@@ -62,6 +93,7 @@ class CocoScene:
     width: int
     instances: list[Instance]
     noise: np.ndarray
+    band: int  # rows of the cue band (painted by render)
 
 
 def _poly_mask(poly: list[float], height: int, width: int) -> np.ndarray:
@@ -91,11 +123,10 @@ def _place(rng: np.random.Generator, occupied: np.ndarray, r: float, y_min: floa
            ) -> tuple[float, float] | None:
     """A centre whose ``r``-box (+2 px margin) is inside the image below ``y_min`` and free."""
     h, w = occupied.shape
+    if y_min + 2 * r + 2 >= h:
+        return None  # no room below y_min
     for _ in range(50):
-        cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(y_min + r + 1, h - r - 1) \
-            if y_min + 2 * r + 2 < h else (None, None)
-        if cy is None:
-            return None
+        cx, cy = rng.uniform(r + 1, w - r - 1), rng.uniform(y_min + r + 1, h - r - 1)
         y0, y1 = int(cy - r - 2), int(cy + r + 3)
         x0, x1 = int(cx - r - 2), int(cx + r + 3)
         if not occupied[max(y0, 0):y1, max(x0, 0):x1].any():
@@ -108,8 +139,8 @@ def sample_scene(rng: np.random.Generator, cfg: SyntheticCocoConfig) -> CocoScen
     """Sample an image size and non-overlapping objects (no labels for context-pair objects)."""
     H = int(rng.integers(cfg.min_side // 16, cfg.max_side // 16 + 1)) * 16
     W = int(rng.integers(cfg.min_side // 16, cfg.max_side // 16 + 1)) * 16
-    band = rule.cue_band_height(H)
-    y_pair = band + rule.min_cue_distance(H)
+    band = rule.cue_band_height(H, cfg.cue_band)
+    y_pair = band + rule.min_cue_distance(H, cfg.cue_distance)  # highest row a box may use
     occupied = np.zeros((H, W), dtype=bool)
     occupied[: band + 2] = True
     instances: list[Instance] = []
@@ -117,7 +148,7 @@ def sample_scene(rng: np.random.Generator, cfg: SyntheticCocoConfig) -> CocoScen
     shapes = ("disc", "triangle", "ring", "box")
     for _ in range(int(rng.integers(lo, hi + 1))):
         shape = shapes[int(rng.integers(len(shapes)))]
-        r = rng.uniform(0.06, 0.12) * min(H, W)
+        r = rng.uniform(*OBJECT_RADIUS) * min(H, W)
         spot = _place(rng, occupied, r, y_pair if shape == "box" else band + 2)
         if spot is None:
             continue
@@ -143,7 +174,7 @@ def sample_scene(rng: np.random.Generator, cfg: SyntheticCocoConfig) -> CocoScen
                 mask |= _circle(H, W, cx + dx, cy + dy, rng.uniform(0.2, 0.3) * r)
             instances.append(Instance("disc", "disc", mask, _uncompressed_rle(mask), iscrowd=1))
     noise = rng.normal(0.0, rule.NOISE_STD, size=(H, W, 3))
-    return CocoScene(H, W, instances, noise)
+    return CocoScene(H, W, instances, noise, band)
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -171,10 +202,9 @@ def render(scene: CocoScene, states: tuple[int, ...]) -> tuple[np.ndarray, list[
     names = sorted(table)
     index = {name: i for i, name in enumerate(names)}
     app = np.full((scene.height, scene.width), index["background"], dtype=np.uint8)
-    band = rule.cue_band_height(scene.height)
     n = len(states)
     for k, s in enumerate(states):
-        app[:band, round(k * scene.width / n): round((k + 1) * scene.width / n)] = \
+        app[:scene.band, round(k * scene.width / n): round((k + 1) * scene.width / n)] = \
             index[rule.cue_appearance(k, s)]
     instances = resolve(scene, states)
     for inst in instances:
