@@ -4,9 +4,10 @@
 
     <paths.raw>/<data.name>/                  fetched dataset
     <paths.processed>/<data.name>/            preprocessed dataset (+ manifest.json)
-    <paths.runs>/<profile>/train/<experiment>/  train stage outputs
-    <paths.runs>/<profile>/eval/<experiment>/   evaluate stage outputs
-    <paths.runs>/<profile>/metrics/<experiment>.json   evaluate: the scores (DVC metrics)
+    <paths.runs>/<profile>/train/<experiment>/seed<k>/  train stage outputs, one run per seed
+    <paths.runs>/<profile>/eval/<experiment>/seed<k>/   evaluate stage outputs, per seed
+    <paths.runs>/<profile>/metrics/<experiment>.json   evaluate: the scores over the seeds
+                                                (DVC metrics)
     <paths.runs>/<profile>/plots/<experiment>/  train and evaluate: curves and per-class
                                                 scores as records (DVC plots)
     <paths.runs>/<profile>/tune/                tune stage outputs
@@ -42,6 +43,14 @@ MLFLOW_ARTIFACTS = "mlruns"
 TRAINING_CURVE = "training.json"
 VALIDATION_CURVE = "validation.json"
 PER_CLASS = "per_class.json"
+#: In each seed's eval directory: that run's scores (the evaluate stage writes them, the
+#: report's paired comparisons read them).
+SEED_SCORES = "scores.json"
+
+
+def seed_dir(seed: int) -> str:
+    """The directory name of one seed's run inside an experiment's train or eval directory."""
+    return f"seed{seed}"
 
 
 def reports_dir(project_root: Path, profile: str, reports: str = REPORTS) -> Path:
@@ -59,11 +68,15 @@ class RunDirs:
     def of(cls, runs: Path, profile: str) -> RunDirs:
         return cls(Path(runs) / profile)
 
-    def train(self, experiment: str) -> Path:
-        return self.root / "train" / experiment
+    def train(self, experiment: str, seed: int | None = None) -> Path:
+        """The train stage's output of ``experiment`` (a DVC output), or of one seed's run."""
+        path = self.root / "train" / experiment
+        return path if seed is None else path / seed_dir(seed)
 
-    def eval(self, experiment: str) -> Path:
-        return self.root / "eval" / experiment
+    def eval(self, experiment: str, seed: int | None = None) -> Path:
+        """The evaluate stage's output of ``experiment`` (a DVC output), or of one seed's run."""
+        path = self.root / "eval" / experiment
+        return path if seed is None else path / seed_dir(seed)
 
     def metrics(self, experiment: str) -> Path:
         """The evaluate stage's scores of ``experiment`` (numbers only: DVC's metrics file)."""
@@ -90,6 +103,7 @@ class Layout:
     mlflow_store: Path
     mlflow_artifacts: Path
     experiment: str
+    seed: int
 
     @classmethod
     def of(cls, cfg: PipelineConfig, project_root: Path) -> Layout:
@@ -105,17 +119,18 @@ class Layout:
             mlflow_store=(root / MLFLOW_STORE).resolve(),
             mlflow_artifacts=(root / MLFLOW_ARTIFACTS).resolve(),
             experiment=cfg.trained_as,
+            seed=cfg.seed,
         )
 
     @property
     def train_dir(self) -> Path:
-        """This experiment's train stage outputs."""
-        return self.runs.train(self.experiment)
+        """The outputs of this config's training run (its ``seed``)."""
+        return self.runs.train(self.experiment, self.seed)
 
     @property
     def eval_dir(self) -> Path:
-        """This experiment's evaluate stage outputs."""
-        return self.runs.eval(self.experiment)
+        """The evaluation outputs of this config's training run (its ``seed``)."""
+        return self.runs.eval(self.experiment, self.seed)
 
     @property
     def metrics_file(self) -> Path:

@@ -4,13 +4,17 @@ Usage::
 
     python -m pipeline.train experiment=table1/dgmn_da_dw_ds [profile=default] [key=value ...]
 
+Trains the experiment once per seed of ``seeds`` (the profile's; ``seeds=[3]`` on the command
+line for one), each seed its own run with its own outputs.
+
 Checks the config, the dataset root and that the model builds before any worker starts; then
-trains, and writes ``runs/<profile>/train/<experiment>/``: ``metrics.json`` (final validation,
-and the ``run_key`` and ``run_identity`` it came from), ``history.json`` (loss, LR and validation
-curves), ``config.json`` (credentials redacted), ``model.pt`` (weights) and ``curves.png``, all
-atomically (built in a temporary directory, then renamed); and, for ``dvc plots``,
-``runs/<profile>/plots/<experiment>/training.json`` (loss and LR per logged iteration) and
-``validation.json`` (the headline validation metric per validation).
+trains, and writes ``runs/<profile>/train/<experiment>/seed<k>/``: ``metrics.json`` (final
+validation, and the ``run_key`` and ``run_identity`` it came from), ``history.json`` (loss,
+LR and validation curves), ``config.json`` (credentials redacted), ``model.pt`` (weights) and
+``curves.png``, all atomically (built in a temporary directory, then renamed); and, for
+``dvc plots``, ``runs/<profile>/plots/<experiment>/training.json`` (loss and LR per logged
+iteration) and ``validation.json`` (the headline validation metric per validation), both the
+mean over the seeds with each seed's value beside it.
 
 The run is identified by the config, the dataset manifest digest and the code digest
 (:mod:`pipeline.training.identity`): an interrupted run with all three unchanged resumes, a
@@ -22,6 +26,7 @@ with an error naming the process that holds it (:mod:`pipeline.common.locks`).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,8 +45,8 @@ from pipeline.common.logs import tee_to_file
 from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
-from pipeline.evaluation.records import training_curve, validation_curve
-from pipeline.layout import TRAINING_CURVE, VALIDATION_CURVE, Layout
+from pipeline.evaluation.records import over_seeds, training_curve, validation_curve
+from pipeline.layout import TRAINING_CURVE, VALIDATION_CURVE, Layout, seed_dir
 from pipeline.tasks.registry import build_task
 from pipeline.tracking import (
     Tracker,
@@ -88,9 +93,8 @@ def write_curves(history: History, metric: str, name: str, path: Path) -> None:
 
 
 def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric: str,
-                  extra: dict[str, Any], *, plots: Path) -> dict[str, Any]:
-    """Fill ``directory`` from the final checkpoint, and write the training and validation
-    curves as DVC plot records into ``plots``; returns the final metrics."""
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``directory`` from the final checkpoint; returns the final metrics."""
     state = read_state(state_dir / STATE_FILE)
     history = History(**state["history"])
     final = {k: v for k, v in state["metrics"].items() if k != "confusion"}
@@ -105,9 +109,30 @@ def write_outputs(cfg: PipelineConfig, directory: Path, state_dir: Path, metric:
         (directory / "confusion.json").write_text(json.dumps(state["metrics"]["confusion"]))
     torch.save(state["model"], directory / "model.pt")
     write_curves(history, metric, cfg.experiment.name, directory / "curves.png")
-    atomic_write_json(plots / TRAINING_CURVE, training_curve(history.train))
-    atomic_write_json(plots / VALIDATION_CURVE, validation_curve(history.val, metric))
     return final
+
+
+def write_seed_curves(cfg: PipelineConfig, project_root: Path, metric: str) -> None:
+    """The training and validation curves of the experiment's seeds as DVC plot records: the
+    mean over the seeds per iteration, and each seed's value (``<field>_seed<k>``)."""
+    layout = Layout.of(cfg, project_root)
+    histories = {seed: json.loads((layout.runs.train(layout.experiment, seed)
+                                   / "history.json").read_text()) for seed in cfg.seeds}
+    atomic_write_json(layout.plots_dir / TRAINING_CURVE, over_seeds(
+        {seed: training_curve(h["train"]) for seed, h in histories.items()}, ("loss", "lr")))
+    atomic_write_json(layout.plots_dir / VALIDATION_CURVE, over_seeds(
+        {seed: validation_curve(h["val"], metric) for seed, h in histories.items()}, ("value",)))
+
+
+def remove_other_seeds(cfg: PipelineConfig, project_root: Path) -> None:
+    """Delete run outputs of seeds no longer in ``cfg.seeds`` (a run of the stage outside DVC,
+    which empties the stage's outputs itself, would otherwise keep them)."""
+    layout = Layout.of(cfg, project_root)
+    keep = {layout.runs.train(layout.experiment, seed) for seed in cfg.seeds}
+    root = layout.runs.train(layout.experiment)
+    for path in root.glob(seed_dir(0).rstrip("0") + "*"):
+        if path.is_dir() and path not in keep:
+            shutil.rmtree(path)
 
 
 def run_lock(cfg: PipelineConfig, project_root: Path, identity: RunIdentity) -> Path:
@@ -150,7 +175,8 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
         tracker.log_metrics(complexity, step=0)
     log_file = Layout.of(cfg, project_root).ray_storage / key / TRAIN_LOG
     with tee_to_file(log_file):
-        ensure_ray(cfg)
+        if not cfg.scaling.local:  # Ray Train's local mode needs no Ray instance
+            ensure_ray(cfg)
         trainer = make_trainer(cfg, project_root, identity=identity,
                                tracking={"uri": tracker.uri, "run_id": tracker.run_id}
                                if tracker else None)
@@ -169,9 +195,8 @@ def _train_locked(cfg: PipelineConfig, project_root: Path, identity: RunIdentity
     out = layout.train_dir
     with result.checkpoint.as_directory() as state_dir, atomic_directory(out) as tmp:
         final = write_outputs(cfg, tmp, Path(state_dir), metric,
-                              {**complexity, "run_key": key,
-                               "run_identity": identity.components()},
-                              plots=layout.plots_dir)
+                              {**complexity, "run_key": key, "seed": cfg.seed,
+                               "run_identity": identity.components()})
     atomic_write_bytes(out / TRAIN_LOG, log_file.read_bytes())  # the log up to here
     if tracker:
         record_run(tracker, cfg, project_root, identity, out)
@@ -204,9 +229,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     if parsed is None:
         return
     cfg = load_config(parsed.overrides)
-    final = train(cfg)
-    print(json.dumps({"experiment": cfg.experiment.name, final["metric"]:
-                      final.get(final["metric"])}, indent=None))
+    finals = train_seeds(cfg)
+    metric = finals[0]["metric"]
+    print(json.dumps({"experiment": cfg.experiment.name,
+                      metric: {f"seed{f['seed']}": f.get(metric) for f in finals}}))
+
+
+def train_seeds(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> list[dict[str, Any]]:
+    """The train stage: one training per seed of ``cfg.seeds`` (each its own run, reused while
+    config, data and code match), then the curves over the seeds; returns each run's final
+    metrics."""
+    finals = [train(cfg.with_seed(seed), project_root) for seed in cfg.seeds]
+    remove_other_seeds(cfg, project_root)
+    write_seed_curves(cfg, project_root, finals[0]["metric"])
+    return finals
 
 
 if __name__ == "__main__":

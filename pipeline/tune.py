@@ -17,6 +17,7 @@ trial, φ, G, metric, params, GMACs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -169,6 +170,11 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
     overrides); returns one row per trial."""
     cfg = load_config(overrides)
     base = load_config(with_experiment(overrides, cfg.tune.base_experiment))
+    if base.scaling.local:
+        # Ray Train's local mode cannot run inside a Tune trial (Ray refuses the Train API in
+        # a Tune function): a trial trains with one Ray Train worker instead.
+        base = dataclasses.replace(base, scaling=dataclasses.replace(base.scaling,
+                                                                      num_workers=1))
     settings = cfg.tune
     check_grid(base, settings, project_root)
     layout = Layout.of(cfg, project_root)

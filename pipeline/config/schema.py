@@ -7,6 +7,7 @@ check (bad values fail naming the key and value). Both happen at start-up.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,8 +128,15 @@ class ScalingSettings:
     max_failures: int = 2
     ray_num_cpus: int | None = None
 
+    @property
+    def local(self) -> bool:
+        """``num_workers: 0``: Ray Train's local mode, the training function runs in the stage
+        process (no Ray instance, no worker actors) with ``cpus_per_worker`` torch threads."""
+        return self.num_workers == 0
+
     def __post_init__(self) -> None:
-        _require(self.num_workers > 0, "scaling.num_workers", self.num_workers, "must be > 0")
+        _require(self.num_workers >= 0, "scaling.num_workers", self.num_workers,
+                 "must be >= 0 (0 = Ray Train local mode, in the stage process)")
         _require(self.cpus_per_worker >= 0, "scaling.cpus_per_worker", self.cpus_per_worker,
                  "must be >= 0")
         _require(self.max_failures >= -1, "scaling.max_failures", self.max_failures,
@@ -263,6 +271,7 @@ class PipelineConfig:
     """The whole composed config (``conf/config.yaml`` with its groups)."""
 
     seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
     profile: str = "default"
     paths: PathSettings = field(default_factory=PathSettings)
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
@@ -281,7 +290,10 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         _require("name" in self.model, "model.name", None, "every model config needs a name")
-        _require(self.schedule.batch_size % self.scaling.num_workers == 0,
+        _require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds)
+                 and all(isinstance(s, int) and s >= 0 for s in self.seeds),
+                 "seeds", self.seeds, "must be a non-empty list of distinct integers >= 0")
+        _require(self.schedule.batch_size % max(1, self.scaling.num_workers) == 0,
                  "schedule.batch_size", self.schedule.batch_size,
                  f"must be divisible by scaling.num_workers={self.scaling.num_workers}")
         models = TASK_MODELS.get(self.data.task, ())
@@ -296,5 +308,9 @@ class PipelineConfig:
 
     @property
     def run_name(self) -> str:
-        """Stable name of this experiment's training run (resume key, output folder)."""
-        return f"{self.trained_as.replace('/', '-')}-{self.profile}"
+        """Stable name of this experiment's training run with ``seed`` (resume key, MLflow)."""
+        return f"{self.trained_as.replace('/', '-')}-{self.profile}-seed{self.seed}"
+
+    def with_seed(self, seed: int) -> PipelineConfig:
+        """This config for the run of one of its ``seeds`` (``seed`` set, ``seeds`` kept)."""
+        return dataclasses.replace(self, seed=seed)

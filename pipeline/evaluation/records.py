@@ -54,3 +54,26 @@ def validation_curve(val: Sequence[Mapping[str, Any]], metric: str) -> list[dict
     ``value`` being the task's headline ``metric``."""
     return [{"iteration": int(r["iteration"]), "metric": metric, "value": _number(r.get(metric))}
             for r in val]
+
+
+def over_seeds(records: Mapping[int, Sequence[Mapping[str, Any]]], fields: Sequence[str]
+               ) -> list[dict[str, Any]]:
+    """Curves of several seeds as one list of records: per position, the first seed's record
+    with each of ``fields`` replaced by its mean over the seeds (``None`` where a seed has
+    none) and each seed's own value as ``<field>_seed<k>``. The seeds' curves must have the
+    same length (one schedule)."""
+    seeds = sorted(records)
+    lengths = {len(records[seed]) for seed in seeds}
+    if len(lengths) != 1:
+        raise ValueError(f"curves of seeds {seeds} differ in length: {sorted(lengths)}")
+    merged = []
+    for position, first in enumerate(records[seeds[0]]):
+        record = dict(first)
+        for name in fields:
+            values = [records[seed][position].get(name) for seed in seeds]
+            record[name] = (None if any(v is None for v in values)
+                            else sum(values) / len(values))
+            record.update({f"{name}_seed{seed}": value for seed, value in zip(seeds, values,
+                                                                               strict=True)})
+        merged.append(record)
+    return merged

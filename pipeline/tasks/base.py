@@ -125,6 +125,11 @@ class Task(ABC):
         """Score a trained ``model`` on the val split on the CPU, write the task's exports and
         figure data into ``out``; returns the metrics (``metric`` among them)."""
 
+    def context_classes(self) -> tuple[str, ...]:
+        """The classes of the evaluated data that only long-range context can tell apart
+        (the synthetic data's context pairs, :mod:`dgmn.data.synthetic`); none by default."""
+        return ()
+
     @abstractmethod
     def evaluation_example(self) -> Any:
         """One model input as evaluated (the first val image), for complexity and latency."""

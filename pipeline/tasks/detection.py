@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from dgmn.data import synthetic as synthetic_rule
 from dgmn.data.coco import CocoInstances, collate_detection
 from dgmn.metrics.coco import evaluate_coco, write_coco_results
 from dgmn.models import build_model
@@ -112,6 +113,12 @@ class DetectionTask(Task):
         return {**scores, PER_CLASS_KEY: per_class(
             "bbox_AP", [dataset.coco.cats[i]["name"] for i in ids],
             [per_category[f"bbox_AP/{i}"] for i in ids])}
+
+    def context_classes(self) -> tuple[str, ...]:
+        """The context pairs' classes of the synthetic stand-in (none on the real data)."""
+        if self.cfg.data.source != "synthetic":
+            return ()
+        return tuple(name for pair in synthetic_rule.COCO_CONTEXT_PAIRS for name in pair.classes)
 
     def evaluation_example(self) -> list[Tensor]:
         return [self.val_dataset()[0][0]]

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from dgmn.data import synthetic as synthetic_rule
 from dgmn.data.cityscapes import CityscapesSegmentation
 from dgmn.data.labels import train_id_to_label_id
 from dgmn.data.transforms import segmentation_eval_transform, segmentation_train_transform
@@ -132,11 +133,13 @@ class SegmentationTask(Task):
         the single-scale IoU of each class as records under ``per_class``."""
         dataset, count, data = self.val_dataset(), self.val_count(), self.cfg.data
         settings = self.cfg.evaluate
-        multi = segmentation_confusion(model, dataset, over_images(count, "evaluate: MS + flip"),
-                                       data.num_classes, torch.device("cpu"), data.ignore_index,
-                                       scales=settings.scales, flip=settings.flip,
-                                       window=settings.window)
-        single = torch.zeros_like(multi)
+        # one scale without flip is the single-scale pass below: not computed twice
+        plain = list(settings.scales) == [1.0] and not settings.flip
+        multi = None if plain else segmentation_confusion(
+            model, dataset, over_images(count, "evaluate: MS + flip"), data.num_classes,
+            torch.device("cpu"), data.ignore_index, scales=settings.scales, flip=settings.flip,
+            window=settings.window)
+        single = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
         results = out / self.source.results if settings.export and self.source.results else None
         if results is not None:
             results.mkdir()
@@ -161,8 +164,15 @@ class SegmentationTask(Task):
             np.savez_compressed(out / "walks.npz", **walks)
         scores = _scores(single)
         ious = scores.pop("iou_per_class")
-        return {**scores, "miou_ms_flip": 100 * mean_iou(multi),
+        return {**scores, "miou_ms_flip": 100 * mean_iou(single if multi is None else multi),
                 PER_CLASS_KEY: per_class("iou", dataset.classes, ious)}  # type: ignore[attr-defined]
+
+    def context_classes(self) -> tuple[str, ...]:
+        """The context pairs' classes of the synthetic stand-in (none on the real data)."""
+        if self.cfg.data.source != "synthetic":
+            return ()
+        pairs = synthetic_rule.CITYSCAPES_CONTEXT_PAIRS
+        return tuple(name for pair in pairs for name in pair.classes)
 
     def evaluation_example(self) -> Tensor:
         return torch.randn(1, 3, *self.val_dataset()[0][0].shape[-2:])

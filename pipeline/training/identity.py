@@ -35,9 +35,10 @@ IDENTITY_FILE = "dgmn-run-identity.json"
 #: Config sections that never reach the training loop: where files go, tracking, the sweep's own
 #: settings, the experiment's table/row labels, the later stages, the data stages' settings and
 #: the synthetic generator (their effect is in the data digest) and the profile's model
-#: overrides (already merged into ``model``).
+#: overrides (already merged into ``model``), and the list of seeds a stage runs (each run has
+#: its own ``seed``, which is shaping).
 _NOT_SHAPING_SECTIONS = ("paths", "tracking", "tune", "experiment", "evaluate", "report",
-                         "synthetic", "fetch", "preprocess", "model_overrides")
+                         "synthetic", "fetch", "preprocess", "model_overrides", "seeds")
 #: Keys that change how a run is executed, not what it computes: the cluster to join, retries,
 #: the local Ray size, loader processes (batches are a function of seed and iteration,
 #: :mod:`pipeline.training.batches`).

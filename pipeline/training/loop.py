@@ -4,6 +4,10 @@ Resumes from ``ray.train.get_checkpoint()`` when Ray restarts the workers (``Fai
 or the run is started again under the same name; the batches of every iteration are a function
 of (seed, iteration) (:mod:`pipeline.training.batches`), and optimiser, scheduler and RNG state
 come back from the checkpoint, so a resumed CPU run ends where an uninterrupted one does.
+
+In Ray Train's local mode (``scaling.num_workers: 0``: the loop runs in the stage process) Ray
+keeps no checkpoints, so the loop writes them itself into the run directory
+(``local_checkpoints``, :mod:`pipeline.training.local_checkpoints`) and resumes from the newest.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 
 from pipeline.config.compose import from_dict
 from pipeline.tracking import Tracker
+from pipeline.training import local_checkpoints
 from pipeline.training.batches import iteration_loader
 from pipeline.training.progress import TrainingProgress
 from pipeline.training.schedules import build_optimizer, build_scheduler
@@ -55,15 +60,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry: ``config`` holds ``cfg`` (validated config as a dict),
     ``project_root``, ``registration`` (the driver's task class and dataset entry of ``cfg``:
     :class:`~pipeline.tasks.registry.Registration`, so a task registered there trains here
-    too), ``tracking`` (``{"uri", "run_id"}`` or None) and ``progress`` (``bar`` or ``lines``:
-    :class:`~pipeline.training.progress.TrainingProgress`)."""
+    too), ``tracking`` (``{"uri", "run_id"}`` or None), ``progress`` (``bar`` or ``lines``:
+    :class:`~pipeline.training.progress.TrainingProgress`) and ``local_checkpoints`` (the
+    directory of this run's checkpoints in local mode, else None)."""
     task_class = config["registration"].install()
     cfg = from_dict(config["cfg"])
     project_root = Path(config["project_root"])
+    checkpoint_root = config.get("local_checkpoints")
+    checkpoint_root = Path(checkpoint_root) if checkpoint_root else None
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     use_cuda = device.type == "cuda"
+    if checkpoint_root is not None:  # in the stage process: Ray set no thread count for it
+        torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     _seed_everything(cfg.seed)
     if not use_cuda:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -79,6 +89,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     start, history = 0, History()
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and checkpoint_root is not None:
+        checkpoint = local_checkpoints.latest(checkpoint_root)
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             start, history = load_state(Path(directory), model=model, optimizer=optimizer,
@@ -86,7 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("[%s] resumed from iteration %d", cfg.run_name, start)
 
-    history.worker_nodes = _worker_nodes(world)
+    history.worker_nodes = ["local"] if checkpoint_root is not None else _worker_nodes(world)
     if rank == 0:
         log.info("[%s] %d worker(s) on nodes %s", cfg.run_name, world, history.worker_nodes)
     tracker = Tracker(**config["tracking"]) if config.get("tracking") and rank == 0 else None
@@ -134,19 +146,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                          if k != "iteration"}, step=done)
         if validate or save:
             _report(metrics, task.metric, done, save and rank == 0, model, optimizer,
-                    scheduler, history)
+                    scheduler, history, checkpoint_root)
     progress.close()
     if start >= schedule.iterations:  # restarted after the last checkpoint: report it again
-        _report(metrics, task.metric, start, rank == 0, model, optimizer, scheduler, history)
+        _report(metrics, task.metric, start, rank == 0, model, optimizer, scheduler, history,
+                checkpoint_root)
 
 
 def _report(metrics: dict[str, Any], metric: str, iteration: int, with_checkpoint: bool,
-            model: nn.Module, optimizer: Any, scheduler: Any, history: History) -> None:
-    """``ray.train.report`` on every rank (same count on all); rank 0 attaches the state."""
+            model: nn.Module, optimizer: Any, scheduler: Any, history: History,
+            checkpoint_root: Path | None) -> None:
+    """``ray.train.report`` on every rank (same count on all); rank 0 attaches the state (in
+    local mode written into ``checkpoint_root`` first, where it stays)."""
     scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     scalars.update(iteration=iteration, metric=scalars.get(metric, float("nan")))
     if not with_checkpoint:
         ray.train.report(scalars)
+        return
+    if checkpoint_root is not None:
+        directory = local_checkpoints.save(
+            checkpoint_root, iteration, lambda path: save_state(
+                path, model=model, optimizer=optimizer, scheduler=scheduler,
+                iteration=iteration, history=history, metrics=metrics))
+        ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(directory))
         return
     with tempfile.TemporaryDirectory() as directory:
         save_state(Path(directory), model=model, optimizer=optimizer, scheduler=scheduler,

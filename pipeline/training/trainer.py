@@ -52,6 +52,9 @@ from pipeline.training.loop import train_loop_per_worker
 __all__ = ["ProjectTorchTrainer", "ensure_ray", "make_trainer", "run_key"]
 
 log = logging.getLogger(__name__)
+#: In a run directory: the checkpoints of a run in Ray Train's local mode
+#: (:mod:`pipeline.training.local_checkpoints`).
+LOCAL_CHECKPOINTS = "local_checkpoints"
 #: Environment of the Ray processes of a run (see the module docstring).
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
@@ -128,7 +131,9 @@ def make_trainer(cfg: PipelineConfig, project_root: Path, *,
         train_loop_per_worker,
         train_loop_config={"cfg": as_dict(cfg), "project_root": str(project_root),
                            "registration": Registration.of(cfg), "tracking": tracking,
-                           "progress": progress_mode()},
+                           "progress": progress_mode(),
+                           "local_checkpoints": str(storage / identity.key / LOCAL_CHECKPOINTS)
+                           if scaling.local else None},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),

@@ -103,8 +103,7 @@ def test_exporting_a_malicious_final_checkpoint_is_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(CheckpointRefusedError):
-        write_outputs(load_config(["profile=smoke"]), out, directory, "miou", {},
-                      plots=tmp_path / "plots")
+        write_outputs(load_config(["profile=smoke"]), out, directory, "miou", {})
     assert not marker.exists() and not any(out.iterdir())
     assert not (tmp_path / "plots").exists()
 

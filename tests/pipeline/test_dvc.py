@@ -143,7 +143,7 @@ def _check_dvc_comparisons(repo: Path, env: dict[str, str], keys: list[str]) -> 
         # mIoU is the mean of the per-class IoUs (classes never seen have none)
         ious = [r["value"] for r in classes if r["value"] is not None]
         assert sum(ious) / len(ious) == pytest.approx(written[key]["miou"])
-        history = json.loads((runs.train(name) / "history.json").read_text())
+        history = json.loads((runs.train(name, 0) / "history.json").read_text())
         assert [r["loss"] for r in values(TRAINING_CURVE)] == [r["loss"] for r in
                                                                  history["train"]]
         assert [(r["iteration"], r["value"]) for r in values(VALIDATION_CURVE)] == \
@@ -191,7 +191,7 @@ def _table1_params(repo: Path) -> list[str]:
 
 def _recorded_checkpoint(storage: Path, key: str) -> bool:
     """Whether Ray Train's run state for experiment ``key`` lists a checkpoint."""
-    for snapshot in storage.glob(f"{key}-smoke-*/checkpoint_manager_snapshot.json"):
+    for snapshot in storage.glob(f"{key}-smoke-seed0-*/checkpoint_manager_snapshot.json"):
         try:
             if json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
                 return True
@@ -292,7 +292,7 @@ def test_smoke_pipeline_interrupted_then_resumed_reports_every_row(tmp_path, loo
         first.wait(timeout=120)
     assert first.returncode != 0
     assert (repo / "runs" / "smoke" / "train" / "table1" / keys[0].split("-", 1)[1]
-            / "metrics.json").is_file()
+            / "seed0" / "metrics.json").is_file()
 
     assert yaml.safe_load((repo / "params.yaml").read_text())["profile"] == "smoke"
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.layout import Layout
-from pipeline.reporting.runs import RunLayout
+from pipeline.reporting.runs import SEED_SCORES, RunLayout
 from pipeline.tracking import artifact_location, tracking_uri
 from pipeline.training.identity import data_digest
 
@@ -27,8 +27,8 @@ def test_paths_follow_the_config(cfg, tmp_path: Path) -> None:
     # an alias row's outputs are those of the experiment it is trained as
     assert cfg.trained_as == "table1/dgmn_da_dw" != cfg.experiment.name
     runs = tmp_path / "out" / "runs" / "smoke"
-    assert layout.train_dir == runs / "train" / "table1" / "dgmn_da_dw"
-    assert layout.eval_dir == runs / "eval" / "table1" / "dgmn_da_dw"
+    assert layout.train_dir == runs / "train" / "table1" / "dgmn_da_dw" / "seed0"
+    assert layout.eval_dir == runs / "eval" / "table1" / "dgmn_da_dw" / "seed0"
     assert layout.metrics_file == runs / "metrics" / "table1" / "dgmn_da_dw.json"
     assert layout.plots_dir == runs / "plots" / "table1" / "dgmn_da_dw"
     assert layout.tune_dir == runs / "tune"
@@ -40,9 +40,10 @@ def test_paths_follow_the_config(cfg, tmp_path: Path) -> None:
 def test_the_report_reads_where_the_stages_write(cfg, tmp_path: Path) -> None:
     layout = Layout.of(cfg, tmp_path)
     report = RunLayout(layout.runs_root, cfg.profile)
-    assert report.history(cfg.trained_as) == layout.train_dir / "history.json"
+    assert report.history(cfg.trained_as, cfg.seed) == layout.train_dir / "history.json"
     assert report.metrics(cfg.trained_as) == layout.metrics_file
-    assert report.walks(cfg.trained_as).parent == layout.eval_dir
+    assert report.walks(cfg.trained_as, cfg.seed).parent == layout.eval_dir
+    assert report.seed_scores(cfg.trained_as, cfg.seed) == layout.eval_dir / SEED_SCORES
     assert report.tune_results() == layout.tune_dir / "results.json"
 
 

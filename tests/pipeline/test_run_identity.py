@@ -93,7 +93,7 @@ def _project(root: Path, digest: str) -> list[str]:
 def test_run_key_changes_with_config_data_and_code_only(tmp_path, sources):
     overrides = _project(tmp_path, "a" * 64)
     base = run_identity(load_config(overrides), tmp_path, sources)
-    assert base.key.startswith("table1-dgmn_da_dw_ds-smoke-") and base.data == "a" * 64
+    assert base.key.startswith("table1-dgmn_da_dw_ds-smoke-seed0-") and base.data == "a" * 64
 
     def key(extra: list[str]) -> str:
         return run_identity(load_config([*overrides, *extra]), tmp_path, sources).key
@@ -127,7 +127,7 @@ def test_the_log_line_says_resumed_or_which_component_changed(tmp_path, sources)
     cfg = load_config(overrides)
     first = run_identity(cfg, tmp_path, sources)
     assert describe_run(storage, first, cfg).endswith(
-        f"new (no earlier run of table1-dgmn_da_dw_ds-smoke in {storage})")
+        f"new (no earlier run of table1-dgmn_da_dw_ds-smoke-seed0 in {storage})")
     (storage / first.key).mkdir(parents=True)
     record_identity(storage / first.key, first, cfg)
     assert "config, data and code match its record; resuming it" in describe_run(

@@ -73,7 +73,7 @@ def own_project(project: dict, tmp_path: Path) -> dict:
     root = tmp_path / "project"
     shutil.copytree(project["root"] / "processed", root / "processed")
     return {"root": root, "overrides": _overrides(root), "uri": f"sqlite:///{root / 'mlflow.db'}",
-            "out": root / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"}
+            "out": root / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds" / "seed0"}
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def local_ray():
 def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray, frozen_code):
     cfg = load_config([EXPERIMENT, *project["overrides"]])
     final = train(cfg)
-    out = project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds"
+    out = project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds" / "seed0"
     for name in ("metrics.json", "history.json", "config.json", "model.pt", "curves.png",
                  "confusion.json"):
         assert (out / name).is_file(), name
@@ -136,7 +136,7 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray, f
     scores = evaluate(cfg)
     assert scores["miou"] == pytest.approx(metrics["miou"])  # same weights, same images
     assert scores["added_params_m"] > 0 and scores["added_gmacs_paper"] > 0
-    exported = project["root"] / "runs" / "smoke" / "eval" / "table1" / "dgmn_da_dw_ds"
+    exported = project["root"] / "runs" / "smoke" / "eval" / "table1" / "dgmn_da_dw_ds" / "seed0"
     official = _official_cityscapes_miou(exported / "cityscapes_results",
                                          project["root"] / "processed" / "cityscapes")
     assert official == pytest.approx(scores["miou"] / 100, abs=1e-9)
@@ -222,7 +222,7 @@ def test_two_node_cluster_on_loopback_trains_across_both_nodes(project, loopback
         env=cluster.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((project["root"] / "runs" / "smoke" / "train" / "table1"
-                          / "dgmn_da_dw_ds" / "metrics.json").read_text())
+                          / "dgmn_da_dw_ds" / "seed0" / "metrics.json").read_text())
     assert sorted(metrics["worker_nodes"]) == ["127.0.0.2", "127.0.0.3"]
     assert metrics["iteration"] == 2
 
@@ -281,7 +281,7 @@ def test_a_finished_run_is_reused_only_while_config_data_and_code_match(own_proj
     caplog.set_level(logging.INFO, logger="pipeline.training.trainer")
     cfg = load_config([EXPERIMENT, *own_project["overrides"], "tracking.enabled=false"])
     first = train(cfg)
-    assert "new (no earlier run of table1-dgmn_da_dw_ds-smoke" in _logged(caplog)
+    assert "new (no earlier run of table1-dgmn_da_dw_ds-smoke-seed0" in _logged(caplog)
     history = (own_project["out"] / "history.json").read_text()
 
     again = train(cfg)  # same config, data and code: the finished run is reused
@@ -363,7 +363,7 @@ def test_a_second_training_of_the_same_run_fails_at_once_naming_the_holder(own_p
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.startswith(f"error: {lock}: locked by pid {holder.pid} on "
                                     f"{socket.gethostname()} since 20")
-    assert "another training of table1-dgmn_da_dw_ds-smoke is using run" in result.stderr
+    assert "another training of table1-dgmn_da_dw_ds-smoke-seed0 is using run" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (own_project["root"] / "mlflow.db").exists()  # stopped before MLflow
     assert [p.name for p in lock.parent.iterdir()] == [lock.name]  # and before Ray
