@@ -5,15 +5,19 @@ Usage::
     python -m pipeline.report [profile=default] [key=value ...] [--tables t1,t2]
                               [--allow-missing] [--update-readme [README.md]]
 
-Reads, for profile P, ``runs/P/metrics/<experiment>.json`` (the scores) and
-``runs/P/eval/<experiment>/{qualitative.npz,walks.npz}`` (evaluate stage),
-``runs/P/train/<experiment>/history.json`` (train stage) and ``runs/P/tune/results.json``
-(tune stage, optional), and writes ``reports/P/`` atomically:
+Reads, for profile P and each seed k of ``seeds``, ``runs/P/metrics/<experiment>.json`` (the
+scores, mean over the seeds), ``runs/P/eval/<experiment>/seed<k>/scores.json`` (each seed's
+scores) and ``{qualitative.npz,walks.npz}`` (the first seed's; evaluate stage),
+``runs/P/train/<experiment>/seed<k>/history.json`` (train stage) and
+``runs/P/tune/results.json`` (tune stage, optional), and writes ``reports/P/`` atomically:
 
 - ``<table>.{md,csv,tex}`` per paper table, one row per paper row in the paper's order, our
-  numbers beside the paper's (``–`` where one is missing), and ``tune.{md,csv,tex}``;
-- ``plots/curves_<table>.png`` (training loss and validation curves, Fig. 5),
-  ``plots/sampling_<exp>.png`` (sampled nodes of a receiving pixel, Fig. 4),
+  numbers beside the paper's (``–`` where one is missing), ``<table>_seeds.{md,csv,tex}``
+  (per row: mean ± std over the seeds of the headline and the context classes' score, and
+  the difference to the table's baseline row paired by seed, with its 95% t-interval and
+  verdict: :mod:`pipeline.reporting.statistics`), and ``tune.{md,csv,tex}``;
+- ``plots/curves_<table>.png`` (training loss and validation curves, mean over the seeds,
+  Fig. 5), ``plots/sampling_<exp>.png`` (sampled nodes of a receiving pixel, Fig. 4),
   ``plots/qualitative_<exp>.png``;
 - ``README_results.md`` (the section ``--update-readme`` puts between the README's
   ``<!-- results:start -->`` / ``<!-- results:end -->`` markers) and ``summary.json``.
@@ -21,7 +25,9 @@ Reads, for profile P, ``runs/P/metrics/<experiment>.json`` (the scores) and
 Tables: ``--tables``, else ``report.tables`` (``conf/report/<profile>.yaml``), else Tables 1, 2,
 6, 7 (and 4 when one of its own, non-alias runs was evaluated). A missing metrics file of
 a selected table is an error naming the file(s), unless ``--allow-missing`` (then the row
-shows ``missing`` — but a table without any evaluated run is still an error).
+shows ``missing`` — but a table without any evaluated run is still an error). A seed's
+missing ``scores.json`` is never an error: the seed table's row says how many seeds it has and
+a note names the absent files.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from pipeline.reporting.grid import Grid
 from pipeline.reporting.readme import Block, results_section, split_readme, update_readme
 from pipeline.reporting.render import to_csv, to_latex, to_markdown
 from pipeline.reporting.runs import MissingRunError, RunLayout, read_json
+from pipeline.reporting.seeds import SeedTable, build_seed_table, read_seed_scores
 from pipeline.reporting.specs import DEFAULT_TABLES, OPTIONAL_TABLES, TABLE_SPECS
 from pipeline.reporting.summary import build_summary
 from pipeline.reporting.tables import RowResult, build_table
@@ -125,8 +132,8 @@ def _evaluated(rows: Sequence[RowResult]) -> dict[str, str]:
 
 
 def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None = None,
-        out_dir: Path | None = None, *, allow_missing: bool = False,
-        link_root: Path = PROJECT_ROOT) -> Path:
+        out_dir: Path | None = None, *, seeds: Sequence[int] | None = None,
+        allow_missing: bool = False, link_root: Path = PROJECT_ROOT) -> Path:
     """Build the report of ``profile`` from ``runs_dir/<profile>`` into ``out_dir``.
 
     Args:
@@ -134,6 +141,8 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
         runs_dir: the ``runs`` root (default ``<project>/runs``).
         out_dir: the report directory, replaced atomically (default
             ``<project>/reports/<profile>``).
+        seeds: the seeds every run was trained with (default: the profile's ``seeds``); the
+            figures show the first one's.
         allow_missing: show rows without a metrics file as missing instead of failing.
         link_root: directory the README section's image links are relative to.
     Returns:
@@ -141,6 +150,9 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else PROJECT_ROOT / RUNS
     out_dir = Path(out_dir) if out_dir is not None else reports_dir(PROJECT_ROOT, profile)
+    seeds = tuple(seeds if seeds is not None else load_config([f"profile={profile}"]).seeds)
+    if not seeds:
+        raise StageError(f"report for profile {profile!r}: no seeds to read")
     base = runs_dir.parent
     layout = RunLayout(runs_dir, profile)
     index = experiment_index(profile)
@@ -155,6 +167,11 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
     built: dict[str, tuple[Grid, list[RowResult]]] = {
         t: build_table(TABLE_SPECS[t], paper_rows(t), experiments[t], metrics, shown)
         for t in selected}
+    seed_scores = {name: read_seed_scores(layout, name, seeds) for name in needed}
+    over_seeds: dict[str, tuple[Grid, SeedTable]] = {
+        t: build_seed_table(TABLE_SPECS[t], rows, seed_scores, seeds,
+                            lambda name, seed: _shown(layout.seed_scores(name, seed), base))
+        for t, (_, rows) in built.items()}
     tune_file = layout.tune_results()
     tune_rows: list[dict[str, Any]] | None = read_json(tune_file) if tune_file.is_file() else None
 
@@ -172,21 +189,27 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
         for table, (grid, rows) in built.items():
             _write_grid(grid, tmp)
             block = Block(grid.title, to_markdown(grid))
-            plotted(plots.write_curves(TABLE_SPECS[table], rows, layout,
+            plotted(plots.write_curves(TABLE_SPECS[table], rows, layout, seeds,
                                        tmp / "plots" / f"curves_{table}.png"),
                     f"training and validation curves, {table}", block)
-            blocks.append(block)
+            seed_grid = over_seeds[table][0]
+            _write_grid(seed_grid, tmp)
+            blocks += [block, Block(seed_grid.title, to_markdown(seed_grid))]
             evaluated.update({k: v for k, v in _evaluated(rows).items() if k not in evaluated})
-        walks = Block("Sampled nodes of a receiving pixel (cf. Fig. 4)")
-        pictures = Block("Qualitative results on Cityscapes val (image | ground truth | ours)")
+        # a figure shows one run: the first seed's
+        first = seeds[0]
+        walks = Block(f"Sampled nodes of a receiving pixel (cf. Fig. 4; seed {first})")
+        pictures = Block("Qualitative results on Cityscapes val (image | ground truth | ours; "
+                         f"seed {first})")
         for name, label in evaluated.items():
-            if layout.walks(name).is_file():
-                plotted(plots.write_sampling(name, label, layout,
+            if layout.walks(name, first).is_file():
+                plotted(plots.write_sampling(name, first, label, layout,
                                              tmp / "plots" / f"sampling_{plots.slug(name)}.png"),
                         f"sampled nodes, {label}", walks)
-            if layout.qualitative(name).is_file():
+            if layout.qualitative(name, first).is_file():
                 plotted(plots.write_qualitative(
-                    name, label, layout, tmp / "plots" / f"qualitative_{plots.slug(name)}.png"),
+                    name, first, label, layout,
+                    tmp / "plots" / f"qualitative_{plots.slug(name)}.png"),
                     f"qualitative, {label}", pictures)
         blocks += [b for b in (walks, pictures) if b.images]
         if tune_rows is not None:
@@ -198,7 +221,7 @@ def run(profile: str, tables: Sequence[str] | None = None, runs_dir: Path | None
         atomic_write_text(tmp / "README_results.md", results_section(profile, blocks, intro))
         atomic_write_json(tmp / "summary.json", build_summary(
             profile, {t: (g.title, rows) for t, (g, rows) in built.items()}, tune_rows,
-            plot_files))
+            plot_files, {t: table for t, (_, table) in over_seeds.items()}))
     return out_dir
 
 
@@ -220,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if readme is not None:
         split_readme(readme)  # bad markers fail before any work
     paths = Layout.of(cfg, PROJECT_ROOT)
-    out = run(cfg.profile, tables, paths.runs_root, paths.reports,
+    out = run(cfg.profile, tables, paths.runs_root, paths.reports, seeds=cfg.seeds,
               allow_missing=args.allow_missing or cfg.report.allow_missing,
               link_root=readme.resolve().parent if readme else PROJECT_ROOT)
     if readme is not None:

@@ -16,7 +16,7 @@ MISSING = "–"
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                    "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                    "^": r"\textasciicircum{}", "φ": r"$\varphi$", "ρ": r"$\rho$",
-                   "✓": r"$\checkmark$", "–": "--"}
+                   "✓": r"$\checkmark$", "–": "--", "±": r"$\pm$", "Δ": r"$\Delta$"}
 
 
 def cell_text(value: Cell, kind: str, digits: int) -> str | None:
@@ -61,7 +61,8 @@ def to_csv(grid: Grid) -> str:
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX specials; φ, ρ, ✓ and – become math/ASCII forms (✓ needs amssymb)."""
+    """Escape LaTeX specials; φ, ρ, ✓, ±, Δ and – become math/ASCII forms (✓ needs
+    amssymb)."""
     return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
 
 

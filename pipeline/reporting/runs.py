@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.common.errors import StageError
-from pipeline.layout import RunDirs
+from pipeline.layout import SEED_SCORES, RunDirs
+
+#: The files of one seed's run: its evaluation scores (flat numbers, what the seed
+#: statistics compare), its training history (curves), and the evaluation's arrays for the
+#: figures. The evaluate and train stages write them under these names.
+HISTORY = "history.json"
+QUALITATIVE = "qualitative.npz"
+WALKS = "walks.npz"
 
 
 class MissingRunError(StageError):
@@ -36,14 +43,19 @@ class RunLayout:
     def metrics(self, trained_as: str) -> Path:
         return self.dirs.metrics(trained_as)
 
-    def qualitative(self, trained_as: str) -> Path:
-        return self.dirs.eval(trained_as) / "qualitative.npz"
+    def seed_scores(self, trained_as: str, seed: int) -> Path:
+        """The evaluation scores of one seed's run (``eval/<trained_as>/seed<k>/``)."""
+        return self.dirs.eval(trained_as, seed) / SEED_SCORES
 
-    def walks(self, trained_as: str) -> Path:
-        return self.dirs.eval(trained_as) / "walks.npz"
+    def qualitative(self, trained_as: str, seed: int) -> Path:
+        return self.dirs.eval(trained_as, seed) / QUALITATIVE
 
-    def history(self, trained_as: str) -> Path:
-        return self.dirs.train(trained_as) / "history.json"
+    def walks(self, trained_as: str, seed: int) -> Path:
+        return self.dirs.eval(trained_as, seed) / WALKS
+
+    def history(self, trained_as: str, seed: int) -> Path:
+        """The training history of one seed's run (``train/<trained_as>/seed<k>/``)."""
+        return self.dirs.train(trained_as, seed) / HISTORY
 
     def tune_results(self) -> Path:
         return self.dirs.tune() / "results.json"

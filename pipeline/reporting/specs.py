@@ -56,12 +56,18 @@ class TableSpec:
         columns: columns after ``model`` and ``run``.
         curves: validation metrics (``history.json`` ``val`` keys) plotted per model, one panel
             each (Fig. 5).
+        headline, context: the scores of the seed-statistics table (``scores.json`` keys):
+            the table's headline metric and that of the context classes.
+        baseline_row: the row every other row is compared with, seed by seed.
     """
 
     table: str
     title: str
     columns: tuple[Column, ...]
     curves: tuple[str, ...]
+    headline: str = "miou"
+    context: str = "context_miou"
+    baseline_row: int = 0
 
     @property
     def ours_keys(self) -> tuple[str, ...]:
@@ -94,13 +100,13 @@ TABLE_SPECS: dict[str, TableSpec] = {spec.table: spec for spec in (
     TableSpec(
         "table2_coco_val",
         "Table 2: Mask R-CNN R50-FPN on COCO val (box and mask AP %)",
-        _AP_COLUMNS, _DETECTION_CURVES),
+        _AP_COLUMNS, _DETECTION_CURVES, headline="bbox_AP", context="context_bbox_AP"),
     TableSpec(
         "table4_coco_testdev",
         "Table 4: Mask R-CNN with DGMN (box and mask AP %); paper: COCO test-dev, ours: COCO val "
         "(test-dev is scored by the evaluation server only; Table 8 has the paper's val figures)",
         (_BACKBONE, *_AP_VAL_VS_TESTDEV),
-        _DETECTION_CURVES),
+        _DETECTION_CURVES, headline="bbox_AP", context="context_bbox_AP"),
     TableSpec(
         "table5_cityscapes_val_tricks",
         "Table 5: OHEM, multi-grid and multi-scale inference on Cityscapes val "
@@ -121,17 +127,18 @@ TABLE_SPECS: dict[str, TableSpec] = {spec.table: spec for spec in (
         "Table 7: sampling rates φ and groups G on COCO val (Mask R-CNN R50, C5; AP %)",
         (*_SWITCHES, _RATES, Column("G", "paper", "groups", kind="text"),
          *versus("AP box", "bbox_AP", "ap_box"), *versus("AP mask", "segm_AP", "ap_mask")),
-        _DETECTION_CURVES),
+        _DETECTION_CURVES, headline="bbox_AP", context="context_bbox_AP"),
     TableSpec(
         "table8_coco_val_backbones",
         "Table 8: Mask R-CNN with DGMN (C5) on ResNet-101 and ResNeXt-101, COCO val "
         "(box and mask AP %)",
         (_BACKBONE, *_AP_COLUMNS),
-        _DETECTION_CURVES),
+        _DETECTION_CURVES, headline="bbox_AP", context="context_bbox_AP"),
 )}
 
 #: Display names of metrics (plot axes, the Tune table).
-METRIC_NAMES = {"miou": "mIoU %", "bbox_AP": "AP box %", "segm_AP": "AP mask %"}
+METRIC_NAMES = {"miou": "mIoU %", "bbox_AP": "AP box %", "segm_AP": "AP mask %",
+                "context_miou": "context mIoU %", "context_bbox_AP": "context AP box %"}
 
 
 def metric_name(key: str) -> str:
