@@ -11,7 +11,7 @@ strides, paddings and groups, and every CUDA tensor, go to torchvision.
 
 from __future__ import annotations
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import deform_conv2d as _torchvision_deform_conv2d
 
@@ -58,7 +58,7 @@ def deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None
     sampled = bilinear_neighbours(x, walks, k, dilation[0])  # (B, C_in, K, H, W)
     if mask is not None:
         sampled = sampled * mask.unsqueeze(1)
-    out = torch.matmul(weight.reshape(weight.shape[0], channels * k * k),
-                       sampled.reshape(batch, channels * k * k, height * width))
-    out = out.view(batch, -1, height, width)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    # the weights applied to the K read neighbours: a 1×1 convolution over C_in·K channels
+    # (a conv, so MAC counters see the deformable conv's weights × positions)
+    return F.conv2d(sampled.reshape(batch, channels * k * k, height, width),
+                    weight.reshape(weight.shape[0], channels * k * k, 1, 1), bias)

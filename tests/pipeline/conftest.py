@@ -291,7 +291,7 @@ class SmokeRun:
 
     @property
     def train_dir(self) -> Path:
-        return self.root / "runs" / "smoke" / "train" / "table1" / "dgmn_da"
+        return self.root / "runs" / "smoke" / "train" / "table1" / "dgmn_da" / "seed0"
 
 
 def _stage(module: str, overrides: list[str], env: dict[str, str]) -> str:

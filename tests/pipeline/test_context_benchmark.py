@@ -205,7 +205,7 @@ def _cityscapes_split(root: Path) -> Split:
     classes = tuple(c for pair in rule.CITYSCAPES_CONTEXT_PAIRS for c in pair.classes)
     pair_ids = {label_id_of(c): c for c in classes}
     split_index = syn_cs.SPLITS.index("val")
-    states = rule.balanced_cue_states(gen.seed, split_index, gen.num_val, len(classes) // 2)
+    states = syn_cs.cue_states(gen, split_index, gen.num_val)
     cities = syn_cs.CITIES["val"][: max(1, min(gen.cities_per_split, 3))]
     samples = []
     for path in sorted(root.glob("gtFine/val/*/*_gtFine_labelIds.png")):

@@ -13,7 +13,7 @@ from pipeline.data.fetch import run as fetch
 from pipeline.data.preprocess import PreprocessConfig
 from pipeline.data.preprocess import run as preprocess
 from pipeline.data.synthetic.coco import SyntheticCocoConfig
-from pipeline.evaluate import evaluate
+from pipeline.evaluate import evaluate_seeds
 from pipeline.layout import PER_CLASS, Layout
 from pipeline.tasks.registry import build_task
 
@@ -29,12 +29,12 @@ def test_detection_evaluation_writes_coco_results_and_ap(tmp_path):
     cfg = load_config(["experiment=table2/dgmn_c5", "profile=smoke",
                        f"paths.processed={tmp_path / 'processed'}",
                        f"paths.runs={tmp_path / 'runs'}", "data.val_max_images=null"])
-    trained = tmp_path / "runs" / "smoke" / "train" / "table2" / "dgmn_c5"
+    trained = tmp_path / "runs" / "smoke" / "train" / "table2" / "dgmn_c5" / "seed0"
     trained.mkdir(parents=True)
     torch.save(build_task(cfg, tmp_path).build_model().state_dict(), trained / "model.pt")
 
-    metrics = evaluate(cfg, tmp_path)
-    out = tmp_path / "runs" / "smoke" / "eval" / "table2" / "dgmn_c5"
+    (metrics,) = evaluate_seeds(cfg, tmp_path)
+    out = tmp_path / "runs" / "smoke" / "eval" / "table2" / "dgmn_c5" / "seed0"
     layout = Layout.of(cfg, tmp_path)
     scores = json.loads(layout.metrics_file.read_text())  # numbers only: DVC's metrics file
     assert scores["bbox_AP"] == metrics["bbox_AP"] and scores["latency_ms"] > 0

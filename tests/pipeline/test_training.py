@@ -29,11 +29,11 @@ from pipeline.data.fetch import run as fetch
 from pipeline.data.preprocess import PreprocessConfig
 from pipeline.data.preprocess import run as preprocess
 from pipeline.data.synthetic.cityscapes import SyntheticCityscapesConfig
-from pipeline.evaluate import evaluate
+from pipeline.evaluate import evaluate_seeds
 from pipeline.layout import PER_CLASS, VALIDATION_CURVE, Layout
 from pipeline.tasks import registry as task_registry
 from pipeline.tasks.segmentation import SegmentationTask
-from pipeline.train import run_lock, train
+from pipeline.train import run_lock, train, train_seeds
 from pipeline.training import identity as identity_module
 from pipeline.training.identity import code_digest, run_identity
 from pipeline.training.state import STATE_FILE, CheckpointRefusedError
@@ -93,7 +93,7 @@ def local_ray():
 
 def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray, frozen_code):
     cfg = load_config([EXPERIMENT, *project["overrides"]])
-    final = train(cfg)
+    (final,) = train_seeds(cfg)  # the stage: its one seed, then the curves over the seeds
     out = project["root"] / "runs" / "smoke" / "train" / "table1" / "dgmn_da_dw_ds" / "seed0"
     for name in ("metrics.json", "history.json", "config.json", "model.pt", "curves.png",
                  "confusion.json"):
@@ -133,7 +133,7 @@ def test_train_writes_outputs_and_a_complete_mlflow_record(project, local_ray, f
     assert {"metrics.json", "config.json", "curves.png", "model.pt", "confusion.json"} <= artifacts
 
     # evaluate: the exported labelId PNGs score the same with the official Cityscapes script
-    scores = evaluate(cfg)
+    (scores,) = evaluate_seeds(cfg)
     assert scores["miou"] == pytest.approx(metrics["miou"])  # same weights, same images
     assert scores["added_params_m"] > 0 and scores["added_gmacs_paper"] > 0
     exported = project["root"] / "runs" / "smoke" / "eval" / "table1" / "dgmn_da_dw_ds" / "seed0"

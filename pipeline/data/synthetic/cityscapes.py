@@ -252,6 +252,18 @@ def _write_extra_gt(stem: Path, doc: dict) -> None:
     createLabelImage(annotation, "color").save(stem.with_name(stem.name + "_gtFine_color.png"))
 
 
+def cue_states(cfg: SyntheticCityscapesConfig, split_index: int, n: int
+               ) -> list[tuple[int, ...]]:
+    """The cue state of every pair in each of the ``n`` images of a split: balanced per split
+    (:func:`dgmn.data.synthetic.balanced_cue_states`); with ``shared_cue`` pair 0's state for
+    every pair."""
+    n_pairs = len(rule.CITYSCAPES_CONTEXT_PAIRS)
+    states = rule.balanced_cue_states(cfg.seed, split_index, n, n_pairs)
+    if cfg.shared_cue:
+        states = [(first,) * n_pairs for first, *_ in states]
+    return states
+
+
 def generate_cityscapes(root: str | Path, cfg: SyntheticCityscapesConfig, *, progress: bool = True
                         ) -> dict[str, int]:
     """Write the synthetic Cityscapes into ``root`` (an empty or new directory).
@@ -266,9 +278,7 @@ def generate_cityscapes(root: str | Path, cfg: SyntheticCityscapesConfig, *, pro
         for split, n in counts.items():
             split_index = SPLITS.index(split)
             cities = CITIES[split][: max(1, min(cfg.cities_per_split, len(CITIES[split])))]
-            states = rule.balanced_cue_states(cfg.seed, split_index, n, n_pairs)
-            if cfg.shared_cue:
-                states = [(first,) * n_pairs for first, *_ in states]
+            states = cue_states(cfg, split_index, n)
             for i in range(n):
                 city = cities[i % len(cities)]
                 stem_name = f"{city}_{i // len(cities):06d}_{FRAME:06d}"
