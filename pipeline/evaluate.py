@@ -33,7 +33,6 @@ On a terminal, a progress bar with ETA follows the passes over the val images.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -51,7 +50,7 @@ from pipeline.common.fs import atomic_directory, atomic_write_json
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.evaluation.records import PER_CLASS_KEY, over_seeds, scores
-from pipeline.layout import PER_CLASS, SEED_SCORES, Layout
+from pipeline.layout import PER_CLASS, SEED_SCORES, Layout, remove_other_seeds
 from pipeline.tasks.base import Task
 from pipeline.tasks.registry import build_task, task_class
 from pipeline.tracking import log_evaluation
@@ -135,10 +134,7 @@ def evaluate_seeds(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT
     presence means "evaluated"). Returns each seed's result."""
     results = [evaluate(cfg.with_seed(seed), project_root) for seed in cfg.seeds]
     layout = Layout.of(cfg, project_root)
-    keep = {layout.runs.eval(layout.experiment, seed) for seed in cfg.seeds}
-    for path in layout.runs.eval(layout.experiment).glob("seed*"):
-        if path.is_dir() and path not in keep:  # a seed no longer run (outside DVC)
-            shutil.rmtree(path)
+    remove_other_seeds(layout.runs.eval(layout.experiment), cfg.seeds)
     records = {seed: r.get(PER_CLASS_KEY, []) for seed, r in zip(cfg.seeds, results,
                                                                   strict=True)}
     atomic_write_json(layout.plots_dir / PER_CLASS, over_seeds(records, ("value",)))

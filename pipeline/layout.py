@@ -23,6 +23,8 @@ them, so ``dvc exp show`` has them per experiment) and forbids an output inside 
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +53,16 @@ SEED_SCORES = "scores.json"
 def seed_dir(seed: int) -> str:
     """The directory name of one seed's run inside an experiment's train or eval directory."""
     return f"seed{seed}"
+
+
+def remove_other_seeds(parent: Path, seeds: Sequence[int]) -> None:
+    """Delete the seed directories under ``parent`` (an experiment's train or eval directory)
+    of seeds not in ``seeds``: a stage run outside DVC, which empties a stage's outputs itself,
+    would otherwise keep a dropped seed's outputs."""
+    keep = {seed_dir(seed) for seed in seeds}
+    for path in parent.glob("seed*"):
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path)
 
 
 def reports_dir(project_root: Path, profile: str, reports: str = REPORTS) -> Path:

@@ -26,7 +26,6 @@ with an error naming the process that holds it (:mod:`pipeline.common.locks`).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from pipeline.common.redact import redact
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.config.compose import PROJECT_ROOT
 from pipeline.evaluation.records import over_seeds, training_curve, validation_curve
-from pipeline.layout import TRAINING_CURVE, VALIDATION_CURVE, Layout, seed_dir
+from pipeline.layout import TRAINING_CURVE, VALIDATION_CURVE, Layout, remove_other_seeds
 from pipeline.tasks.registry import build_task
 from pipeline.tracking import (
     Tracker,
@@ -122,17 +121,6 @@ def write_seed_curves(cfg: PipelineConfig, project_root: Path, metric: str) -> N
         {seed: training_curve(h["train"]) for seed, h in histories.items()}, ("loss", "lr")))
     atomic_write_json(layout.plots_dir / VALIDATION_CURVE, over_seeds(
         {seed: validation_curve(h["val"], metric) for seed, h in histories.items()}, ("value",)))
-
-
-def remove_other_seeds(cfg: PipelineConfig, project_root: Path) -> None:
-    """Delete run outputs of seeds no longer in ``cfg.seeds`` (a run of the stage outside DVC,
-    which empties the stage's outputs itself, would otherwise keep them)."""
-    layout = Layout.of(cfg, project_root)
-    keep = {layout.runs.train(layout.experiment, seed) for seed in cfg.seeds}
-    root = layout.runs.train(layout.experiment)
-    for path in root.glob(seed_dir(0).rstrip("0") + "*"):
-        if path.is_dir() and path not in keep:
-            shutil.rmtree(path)
 
 
 def run_lock(cfg: PipelineConfig, project_root: Path, identity: RunIdentity) -> Path:
@@ -240,7 +228,8 @@ def train_seeds(cfg: PipelineConfig, project_root: Path = PROJECT_ROOT) -> list[
     config, data and code match), then the curves over the seeds; returns each run's final
     metrics."""
     finals = [train(cfg.with_seed(seed), project_root) for seed in cfg.seeds]
-    remove_other_seeds(cfg, project_root)
+    layout = Layout.of(cfg, project_root)
+    remove_other_seeds(layout.runs.train(layout.experiment), cfg.seeds)
     write_seed_curves(cfg, project_root, finals[0]["metric"])
     return finals
 
