@@ -157,9 +157,11 @@ def test_totals_count_a_forward_with_the_test_time_head_workload() -> None:
     for totals in (base, dgmn):
         assert totals.complexity.by_op["aten.addmm"] == box_head
     added = dgmn.complexity.by_op["aten.convolution"] - base.complexity.by_op["aten.convolution"]
-    # the modules' walk predictors (plain convs) at res4 (6×8) and res5 (3×4), 4 rates each
-    walk_convs = 4 * 9 * 18 * (64 * 6 * 8 + 128 * 3 * 4)
-    assert added == walk_convs
+    # the modules' predictors at res4 (6×8) and res5 (3×4), 4 rates each: walks (2K = 18
+    # outputs, plain convs) and filters + affinities (G·K + K = 45 outputs, deformable convs,
+    # whose weights on CPU are a 1×1 conv over the C·K read neighbours: the same MACs)
+    predictor_convs = 4 * 9 * (18 + 45) * (64 * 6 * 8 + 128 * 3 * 4)
+    assert added == predictor_convs
 
 
 @pytest.mark.slow
