@@ -172,10 +172,11 @@ def sweep(overrides: Sequence[str], project_root: Path = PROJECT_ROOT
     base = load_config(with_experiment(overrides, cfg.tune.base_experiment))
     if base.scaling.local:
         # Ray Train's local mode cannot run inside a Tune trial (Ray refuses the Train API in
-        # a Tune function): a trial trains with one single-CPU Ray Train worker instead (on a
-        # small local instance the trial's own actor holds part of a CPU too).
+        # a Tune function): a trial trains with one Ray Train worker instead (one torch
+        # thread), whose CPU share leaves room for the trial's own actor, so that
+        # tune.max_concurrent_trials trials fit side by side on as many cores.
         base = dataclasses.replace(base, scaling=dataclasses.replace(
-            base.scaling, num_workers=1, cpus_per_worker=1))
+            base.scaling, num_workers=1, cpus_per_worker=1 - TRIAL_CPUS))
     settings = cfg.tune
     check_grid(base, settings, project_root)
     layout = Layout.of(cfg, project_root)

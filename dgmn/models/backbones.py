@@ -20,8 +20,11 @@ Names (:data:`BACKBONES`):
 - ``resnet_micro``: ``resnet_tiny``'s blocks and bottleneck widths (16, 32, 64, 128) with
   4× narrower stage outputs (64, 128, 256, 512) and a 16-channel stem: the same layout of
   strides, dilations and 3×3 convs (so the same receptive field) at about a fifth of the CPU
-  time per training iteration; the ``default`` profile's backbone. torchvision has no
-  ``planes`` argument, so the stages are rebuilt with its own ``_make_layer``.
+  time per training iteration. torchvision has no ``planes`` argument, so the stages are
+  rebuilt with its own ``_make_layer``.
+- ``resnet_nano``: ``resnet_micro`` with res4 and res5 halved again (bottlenecks 16, 32, 32,
+  64; outputs 64, 128, 128, 256), the same receptive field; the ``default`` profile's
+  backbone (a Dilated FCN training iteration about half of ``resnet_micro``'s on 2 CPU cores).
 
 Output stride 8 / 16 uses torchvision's ``replace_stride_with_dilation``: layer3 (res4) and
 layer4 (res5) keep stride 1 and dilate by 2 and 4. As in torchvision (and DeepLab / mmseg's
@@ -106,6 +109,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet_tiny": BackboneSpec(Bottleneck, (1, 1, 1, 1), width_per_group=16),
     "resnet_micro": BackboneSpec(Bottleneck, (1, 1, 1, 1), stem_width=16,
                                  planes=(16, 32, 64, 128)),
+    "resnet_nano": BackboneSpec(Bottleneck, (1, 1, 1, 1), stem_width=16,
+                                planes=(16, 32, 32, 64)),
     "resnet50": BackboneSpec(Bottleneck, (3, 4, 6, 3),
                              imagenet_weights="ResNet50_Weights.IMAGENET1K_V1"),
     "resnet101": BackboneSpec(Bottleneck, (3, 4, 23, 3),

@@ -49,6 +49,7 @@ class DataSettings:
     flip: bool = True
     val_max_images: int | None = None
     loader_workers: int = 4
+    cache_decoded: bool = False
     min_size: int = 800
     max_size: int = 1333
 

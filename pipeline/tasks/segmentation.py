@@ -39,7 +39,7 @@ ResultWriter = Callable[[Dataset, int, np.ndarray, Path], None]
 
 @dataclass(frozen=True)
 class SegmentationSource:
-    """One segmentation dataset: ``reader(root, split, transforms=…)`` yields
+    """One segmentation dataset: ``reader(root, split, transforms=…, cache=…)`` yields
     ``(image (3, H, W) float, mask (H, W) int64 trainIds)`` and has ``classes`` (names by
     trainId); ``results`` names the folder of official result files ``write_result`` fills
     (``None``: the dataset has no official format)."""
@@ -87,11 +87,13 @@ class SegmentationTask(Task):
         transform = segmentation_train_transform(
             crop_size=data.crop_size, scale_range=data.scale_range,
             hflip_prob=0.5 if data.flip else 0.0, ignore_index=data.ignore_index)
-        return self.source.reader(self.data_root(), data.train_split, transforms=transform)
+        return self.source.reader(self.data_root(), data.train_split, transforms=transform,
+                                  cache=data.cache_decoded)
 
     def make_val_dataset(self) -> Dataset:
         return self.source.reader(self.data_root(), self.cfg.data.val_split,
-                                  transforms=segmentation_eval_transform())
+                                  transforms=segmentation_eval_transform(),
+                                  cache=self.cfg.data.cache_decoded)
 
     def build_model(self) -> nn.Module:
         return build_model(self.cfg.model)

@@ -41,9 +41,9 @@ _NOT_SHAPING_SECTIONS = ("paths", "tracking", "tune", "experiment", "evaluate", 
                          "synthetic", "fetch", "preprocess", "model_overrides", "seeds")
 #: Keys that change how a run is executed, not what it computes: the cluster to join, retries,
 #: the local Ray size, loader processes (batches are a function of seed and iteration,
-#: :mod:`pipeline.training.batches`).
+#: :mod:`pipeline.training.batches`) and the in-memory cache of decoded images.
 _NOT_SHAPING_KEYS = {"scaling": ("address", "max_failures", "ray_num_cpus"),
-                     "data": ("loader_workers",)}
+                     "data": ("loader_workers", "cache_decoded")}
 
 #: Source files whose bytes shape a training result, relative to the project root: the library
 #: except ``dgmn/viz`` (drawings only), and the training entry point, loop, tasks, config schema

@@ -99,6 +99,29 @@ def test_dataset_with_train_transform(root):
     assert set(mask.unique().tolist()) <= {0, 10, 13, 255}
 
 
+def test_cached_dataset_decodes_each_file_once_and_still_transforms_per_item(root):
+    plain = CityscapesSegmentation(root, "train")
+    expected = [(image.flip(-1), mask.flip(-1)) for image, mask in (plain[i] for i in range(3))]
+    calls = []
+
+    def flip(image, mask):
+        calls.append(1)
+        return image.flip(-1), mask.flip(-1)
+
+    cached = CityscapesSegmentation(root, "train", cache=True, transforms=flip)
+    for i in range(3):
+        cached[i]
+    for image_path, label_path in cached.samples:  # later reads never touch the files
+        image_path.unlink()
+        label_path.unlink()
+    for i, (image, mask) in enumerate(expected):
+        again_image, again_mask = cached[i]
+        assert torch.equal(again_image, image) and torch.equal(again_mask, mask)
+    assert len(calls) == 6  # the transform runs on every read, cached or not
+    with pytest.raises(DatasetError):  # an uncached dataset reads the (now missing) files
+        plain[0]
+
+
 def test_missing_root_split_and_empty_split(root, tmp_path):
     with pytest.raises(DatasetError, match="nowhere: dataset root not found"):
         CityscapesSegmentation(tmp_path / "nowhere", "train")

@@ -38,15 +38,21 @@ def test_resnet_tiny_is_a_torchvision_bottleneck_resnet() -> None:
     assert params < 4_000_000
 
 
-def test_resnet_micro_has_tiny_s_layout_with_narrower_stages() -> None:
-    tiny, micro = build_resnet("resnet_tiny", output_stride=8), build_resnet("resnet_micro",
+@pytest.mark.parametrize(("name", "widths", "bottlenecks"), [
+    ("resnet_micro", [64, 128, 256, 512], [16, 32, 64, 128]),
+    ("resnet_nano", [64, 128, 128, 256], [16, 32, 32, 64]),
+])
+def test_narrow_resnets_have_tiny_s_layout_with_narrower_stages(
+        name: str, widths: list[int], bottlenecks: list[int]) -> None:
+    tiny, micro = build_resnet("resnet_tiny", output_stride=8), build_resnet(name,
                                                                               output_stride=8)
     assert type(micro) is ResNet and micro.conv1.out_channels == 16
-    assert [stage_out_channels(micro, f"layer{i}") for i in range(1, 5)] == [64, 128, 256, 512]
+    assert [stage_out_channels(micro, f"layer{i}") for i in range(1, 5)] == widths
+    assert [getattr(micro, f"layer{i}")[0].conv2.in_channels for i in range(1, 5)] == bottlenecks
     for stage in ("layer1", "layer2", "layer3", "layer4"):  # same convs, strides, dilations
         for a, b in zip(getattr(tiny, stage), getattr(micro, stage), strict=True):
-            assert a.conv2.in_channels == b.conv2.in_channels
-            assert (a.conv2.stride, a.conv2.dilation) == (b.conv2.stride, b.conv2.dilation)
+            assert (a.conv2.kernel_size, a.conv2.stride, a.conv2.dilation, a.conv2.padding) == (
+                b.conv2.kernel_size, b.conv2.stride, b.conv2.dilation, b.conv2.padding)
     for name, module in micro.named_modules():  # torchvision's initialisation
         if isinstance(module, torch.nn.BatchNorm2d):
             assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dgmn.models.receptive_field import ReceptiveField, receptive_field
+from dgmn.models.registry import build_model
 
 
 class _Upsampled(nn.Module):
@@ -105,3 +109,17 @@ def test_agrees_with_a_brute_force_perturbation_probe() -> None:
     probed = _probed_field(model, 48)
     assert probed.up > 8  # a field wider than the stride: the probe saw the whole stack
     assert receptive_field(model, (48, 48)) == probed
+
+
+@functools.cache
+def _dilated_fcn_field(backbone: str) -> ReceptiveField:
+    model = build_model({"name": "dilated_fcn", "backbone": backbone, "weights": None,
+                         "channels": 16, "num_classes": 3, "output_stride": 8,
+                         "context": None, "context_kwargs": {}})
+    return receptive_field(model, (96, 96), phases=8)
+
+
+@pytest.mark.parametrize("backbone", ["resnet_micro", "resnet_nano"])
+def test_narrow_backbones_keep_resnet_tiny_s_field(backbone: str) -> None:
+    """The narrow CPU backbones change widths only: the Dilated FCN's field is resnet_tiny's."""
+    assert _dilated_fcn_field(backbone) == _dilated_fcn_field("resnet_tiny")
