@@ -48,6 +48,7 @@ class DataSettings:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     val_max_images: int | None = None
+    val_batch_size: int = 1
     loader_workers: int = 4
     cache_decoded: bool = False
     min_size: int = 800
@@ -70,6 +71,7 @@ class DataSettings:
                  "data.scale_range", self.scale_range, "must be [low, high] with 0 < low <= high")
         _require(self.val_max_images is None or self.val_max_images > 0, "data.val_max_images",
                  self.val_max_images, "must be null or > 0")
+        _require(self.val_batch_size >= 1, "data.val_batch_size", self.val_batch_size, ">= 1")
         _require(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, ">= 0")
         _require(0 < self.min_size <= self.max_size, "data.min_size", self.min_size,
                  f"must be in (0, data.max_size={self.max_size}]")

@@ -27,7 +27,7 @@ from dgmn.models import build_model
 from dgmn.nn.ohem_loss import OhemCrossEntropy
 from pipeline.config.schema import ConfigError, PipelineConfig
 from pipeline.evaluation.figures import denormalise, walks_figure
-from pipeline.evaluation.inference import segment, segmentation_confusion
+from pipeline.evaluation.inference import image_batches, segment_batch, segmentation_confusion
 from pipeline.evaluation.progress import over_images
 from pipeline.evaluation.records import PER_CLASS_KEY, per_class
 from pipeline.tasks.base import Task, distributed
@@ -122,7 +122,8 @@ class SegmentationTask(Task):
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
         confusion = segmentation_confusion(model, self.val_dataset(), self.val_indices(),
                                            self.cfg.data.num_classes, device,
-                                           self.cfg.data.ignore_index)
+                                           self.cfg.data.ignore_index,
+                                           batch_size=self.cfg.data.val_batch_size)
         if distributed():
             confusion = confusion.to(device)
             dist.all_reduce(confusion)
@@ -140,24 +141,26 @@ class SegmentationTask(Task):
         multi = None if plain else segmentation_confusion(
             model, dataset, over_images(count, "evaluate: MS + flip"), data.num_classes,
             torch.device("cpu"), data.ignore_index, scales=settings.scales, flip=settings.flip,
-            window=settings.window)
+            window=settings.window, batch_size=data.val_batch_size)
         single = torch.zeros(data.num_classes, data.num_classes, dtype=torch.long)
         results = out / self.source.results if settings.export and self.source.results else None
         if results is not None:
             results.mkdir()
         images, labels, predictions = [], [], []
-        for index in over_images(count, "evaluate: single scale"):
-            image, mask = dataset[index]
-            prediction = segment(model, image, window=settings.window).argmax(0)
-            single += confusion_matrix(prediction, mask.as_subclass(Tensor), data.num_classes,
-                                       data.ignore_index)
-            prediction = prediction.byte().numpy()
-            if results is not None and self.source.write_result is not None:
-                self.source.write_result(dataset, index, prediction, results)
-            if index < settings.qualitative_images:
-                images.append(denormalise(image))
-                labels.append(mask.numpy().astype(np.uint8))
-                predictions.append(prediction)
+        for indices, batch, masks in image_batches(
+                dataset, over_images(count, "evaluate: single scale"), data.val_batch_size):
+            batch_predictions = segment_batch(model, batch, window=settings.window).argmax(1)
+            for index, image, mask, prediction in zip(indices, batch, masks, batch_predictions,
+                                                      strict=True):
+                single += confusion_matrix(prediction, mask, data.num_classes,
+                                           data.ignore_index)
+                prediction = prediction.byte().numpy()
+                if results is not None and self.source.write_result is not None:
+                    self.source.write_result(dataset, index, prediction, results)
+                if index < settings.qualitative_images:
+                    images.append(denormalise(image))
+                    labels.append(mask.numpy().astype(np.uint8))
+                    predictions.append(prediction)
         if images:
             np.savez_compressed(out / "qualitative.npz", images=np.stack(images),
                                 labels=np.stack(labels), predictions=np.stack(predictions))
