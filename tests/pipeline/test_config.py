@@ -77,6 +77,7 @@ def test_alias_rows_train_the_same_run():
         (["tune.groups=[0]"], "tune.groups"),
         (["model=mask_rcnn"], "model.name"),
         (["report.tables=[table9]"], "report.tables"),
+        (["data.val_batch_size=0"], "data.val_batch_size"),
     ],
 )
 def test_bad_configs_fail_at_start_up_naming_the_key(overrides, match):

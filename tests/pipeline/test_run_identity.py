@@ -102,10 +102,12 @@ def test_run_key_changes_with_config_data_and_code_only(tmp_path, sources):
     # where and how it runs, and the later stages: the same run
     for same in (["tracking.uri=sqlite:////elsewhere/mlflow.db"], ["paths.runs=/elsewhere"],
                  ["evaluate.latency_reps=7"], ["scaling.max_failures=0"],
-                 ["data.loader_workers=3"], ["report.tables=[table1_cityscapes_val_ablation]"]):
+                 ["data.loader_workers=3"], ["data.cache_decoded=true"],
+                 ["report.tables=[table1_cityscapes_val_ablation]"]):
         assert key(same) == base.key, same
     # what shapes the result: a new run
     assert key(["schedule.lr=0.02"]) != base.key
+    assert key(["data.val_batch_size=4"]) != base.key  # the validation numbers' float sums
     assert key(["model.context_kwargs.rates=[1,2]"]) != base.key
     _project(tmp_path, "b" * 64)
     assert run_identity(load_config(overrides), tmp_path, sources).key != base.key
