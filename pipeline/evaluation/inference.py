@@ -23,15 +23,14 @@ def _logits(model: nn.Module, images: Tensor, window: Sequence[int] | None) -> T
     """``(B, N, H, W)`` logits of ``(B, 3, H, W)`` images, windowed if ``window`` is set."""
     if window is None:
         return model(images)
-    image = images
-    height, width = image.shape[-2:]
+    height, width = images.shape[-2:]
     total = count = None
     for top, left, bottom, right in sliding_windows(height, width, window,
                                                     [max(1, s * 2 // 3) for s in window]):
-        part = model(image[..., top:bottom, left:right])
+        part = model(images[..., top:bottom, left:right])
         if total is None:
-            total = image.new_zeros(image.shape[0], part.shape[1], height, width)
-            count = image.new_zeros(1, 1, height, width)
+            total = images.new_zeros(images.shape[0], part.shape[1], height, width)
+            count = images.new_zeros(1, 1, height, width)
         total[..., top:bottom, left:right] += part
         count[..., top:bottom, left:right] += 1
     return total / count
@@ -67,10 +66,10 @@ def segment(model: nn.Module, image: Tensor, scales: Sequence[float] = (1.0,),
 
 
 def image_batches(dataset: Any, indices: Iterable[int], batch_size: int
-                  ) -> Iterator[tuple[list[int], Tensor, list[Tensor]]]:
-    """``(indices, images (B, 3, H, W), masks)`` of up to ``batch_size`` consecutive items of
-    ``dataset[indices]``; a batch ends early where the image size changes (real data keeps
-    its own sizes; the synthetic sets have one)."""
+                  ) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+    """``(indices, images (B, 3, H, W), masks (B, H, W))`` of up to ``batch_size`` consecutive
+    items of ``dataset[indices]``; a batch ends early where the image size changes (real data
+    keeps its own sizes; the synthetic sets have one)."""
     batch: list[tuple[int, Tensor, Tensor]] = []
     for index in indices:
         image, mask = dataset[index]
@@ -82,9 +81,10 @@ def image_batches(dataset: Any, indices: Iterable[int], batch_size: int
         yield _stacked(batch)
 
 
-def _stacked(batch: list[tuple[int, Tensor, Tensor]]) -> tuple[list[int], Tensor, list[Tensor]]:
-    return ([i for i, _, _ in batch], torch.stack([img.as_subclass(Tensor) for _, img, _ in batch]),
-            [mask.as_subclass(Tensor) for _, _, mask in batch])
+def _stacked(batch: list[tuple[int, Tensor, Tensor]]) -> tuple[list[int], Tensor, Tensor]:
+    indices, images, masks = zip(*batch, strict=True)
+    return (list(indices), torch.stack([image.as_subclass(Tensor) for image in images]),
+            torch.stack([mask.as_subclass(Tensor) for mask in masks]))
 
 
 @torch.no_grad()
@@ -100,8 +100,7 @@ def segmentation_confusion(model: nn.Module, dataset: Any, indices: Iterable[int
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for _, images, masks in image_batches(dataset, indices, batch_size):
         predictions = segment_batch(model, images.to(device), scales, flip, window).argmax(1)
-        for prediction, mask in zip(predictions.cpu(), masks, strict=True):
-            total += confusion_matrix(prediction, mask, num_classes, ignore_index)
+        total += confusion_matrix(predictions.cpu(), masks, num_classes, ignore_index)
     model.train(was_training)
     return total
 

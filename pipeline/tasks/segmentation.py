@@ -150,10 +150,10 @@ class SegmentationTask(Task):
         for indices, batch, masks in image_batches(
                 dataset, over_images(count, "evaluate: single scale"), data.val_batch_size):
             batch_predictions = segment_batch(model, batch, window=settings.window).argmax(1)
+            single += confusion_matrix(batch_predictions, masks, data.num_classes,
+                                       data.ignore_index)
             for index, image, mask, prediction in zip(indices, batch, masks, batch_predictions,
                                                       strict=True):
-                single += confusion_matrix(prediction, mask, data.num_classes,
-                                           data.ignore_index)
                 prediction = prediction.byte().numpy()
                 if results is not None and self.source.write_result is not None:
                     self.source.write_result(dataset, index, prediction, results)
